@@ -1,0 +1,50 @@
+# divrec: `make train` (installs .venv when missing, then runs python train.py), `make test`.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export WANDB_MODE ?= offline
+export WANDB_SILENT := true
+export PYTHONUNBUFFERED := 1
+PYTEST_ARGS ?=
+ARGS ?=
+
+.PHONY: help install train test test-full lint format bench clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[sweeps,dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install divrec with all extras (CPU torch pinned by constraints.txt)
+
+train: $(STAMP) ## run the main job: python train.py $(ARGS)
+	$(BIN)/python train.py $(ARGS)
+
+test: $(STAMP) ## fast test suite (< 10 min on 2 cores)
+	WANDB_MODE=disabled $(BIN)/python -m pytest -m "not slow" -n 2 --timeout 600 $(PYTEST_ARGS)
+
+test-full: $(STAMP) ## all tests including @pytest.mark.slow
+	WANDB_MODE=disabled $(BIN)/python -m pytest -n 2 --timeout 1800 $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff check + format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP) ## apply ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: $(STAMP) ## benchmarks (writes experiments/benchmarks/README.md)
+	$(BIN)/python -m experiments.benchmarks.run
+
+clean: ## remove caches and outputs (keeps .venv)
+	rm -rf outputs multirun .cache .pytest_cache .ruff_cache

@@ -1,0 +1,262 @@
+"""Full-catalogue top-K evaluator: accuracy and beyond-accuracy metrics at several cut-offs.
+
+Per batch only the compact hit matrix ``truth.gather(1, topk)`` and a few per-user sums are
+kept; all states are torchmetrics "sum" states, so results are exact under DDP.
+"""
+
+from __future__ import annotations
+
+import warnings
+from functools import cached_property
+
+import torch
+from torch import Tensor, nn
+from torchmetrics import Metric
+
+from divrec.errors import ConfigError, DataError
+from divrec.metrics import accuracy as acc
+from divrec.metrics import beyond, diversity
+from divrec.metrics.states import ExposureMetric, UserCountMetric, UserMeanMetric
+
+ACCURACY_METRICS = ("recall", "ndcg", "mrr", "hit", "precision", "f1")
+USER_BEYOND_METRICS = (
+    "ild_cat",
+    "ild_emb",
+    "cat_coverage",
+    "novelty",
+    "alpha_ndcg",
+    "interest_coverage",
+)
+GLOBAL_METRICS = ("item_coverage", "gini", "dist_coverage")
+_NEEDS = {"ild_emb": "item_embeddings", "interest_coverage": "user_interests"}
+_GLOBAL_FNS = {
+    "item_coverage": beyond.item_coverage,
+    "gini": beyond.gini,
+    "dist_coverage": beyond.dist_coverage,
+}
+# Users per internal chunk: keeps [users, K, max(K, C, d)] intermediates near this many elements.
+_CHUNK_ELEMENTS = 1 << 22
+
+
+def metric_names() -> list[str]:
+    """All metric names RankingEvaluator accepts."""
+    return [*ACCURACY_METRICS, *USER_BEYOND_METRICS, *GLOBAL_METRICS]
+
+
+class _Batch:
+    """Lazily computed per-chunk inputs shared by several metrics (each built at most once)."""
+
+    def __init__(self, ev: RankingEvaluator, topk: Tensor, truth: Tensor, user_idx: Tensor):
+        self.ev, self.topk, self.truth, self.user_idx = ev, topk, truth, user_idx
+
+    @cached_property
+    def hits(self) -> Tensor:  # [users, K] float64
+        return self.truth.gather(1, self.topk).double()
+
+    @cached_property
+    def n_truth(self) -> Tensor:  # [users] float64
+        return self.truth.sum(1).double()
+
+    @cached_property
+    def cats(self) -> Tensor:  # [users, K, C] 0/1
+        return self.ev.category_matrix[self.topk]
+
+    @cached_property
+    def emb(self) -> Tensor:  # [users, K, d] unit rows
+        return self.ev.item_embeddings[self.topk]
+
+
+class RankingEvaluator(nn.Module):
+    """Accumulates ranking metrics over batches of users; ``compute()`` -> ``{"test/ndcg@10": ..}``.
+
+    ``category_matrix: [N, C]`` 0/1, ``popularity: [N]`` train interaction counts,
+    ``item_embeddings: [N, d]`` (ild_emb), ``user_interests: [U, C]`` 0/1 (interest_coverage),
+    ``alpha`` for alpha_ndcg. Per-user metrics are averaged over evaluated users (users with at
+    least one truth item); item_coverage, gini and dist_coverage are computed from global
+    exposure counts. Tensors are held as non-persistent buffers (not in checkpoints) and the
+    metric states as torchmetrics submodules, so ``.to(device)`` moves everything.
+    """
+
+    def __init__(
+        self,
+        metrics: list[str],
+        ks: list[int],
+        category_matrix: Tensor,
+        popularity: Tensor,
+        n_train_users: int,
+        item_embeddings: Tensor | None = None,
+        user_interests: Tensor | None = None,
+        prefix: str = "test",
+        alpha: float = 0.5,
+    ) -> None:
+        super().__init__()
+        names = list(dict.fromkeys(metrics))
+        supported = metric_names()
+        unknown = [m for m in names if m not in supported]
+        if not names or unknown:
+            raise ConfigError(
+                f"evaluator metrics: unknown {unknown or 'empty list'}; supported: {supported}"
+            )
+        if category_matrix.dim() != 2:
+            raise DataError(
+                f"evaluator: category_matrix must be [N, C], got {category_matrix.shape}"
+            )
+        n_items, n_cats = category_matrix.shape
+        if not ks or any(int(k) != k or not 1 <= k <= n_items for k in ks):
+            raise ConfigError(f"evaluator ks: {ks} must be non-empty integers in [1, {n_items}]")
+        if popularity.shape != (n_items,):
+            raise DataError(f"evaluator: popularity {tuple(popularity.shape)} must be [{n_items}]")
+        if n_train_users < 1:
+            raise ConfigError(f"evaluator: n_train_users={n_train_users} must be >= 1")
+        if not 0.0 <= alpha <= 1.0:
+            raise ConfigError(f"evaluator alpha: {alpha} must be in [0, 1]")
+        given = {"item_embeddings": item_embeddings, "user_interests": user_interests}
+        for name in names:
+            if name in _NEEDS and given[_NEEDS[name]] is None:
+                raise ConfigError(f"evaluator metric '{name}' needs {_NEEDS[name]}, none given")
+
+        self.metrics = names
+        self.ks = sorted({int(k) for k in ks})
+        self.k_max = self.ks[-1]
+        self.n_items, self.n_cats = n_items, n_cats
+        self.alpha = float(alpha)
+        self.prefix = f"{prefix}/" if prefix else ""
+        self.register_buffer("category_matrix", category_matrix.float(), persistent=False)
+        info = beyond.self_information(popularity, n_train_users)
+        self.register_buffer("self_info", info, persistent=False)
+        self.register_buffer("item_embeddings", None, persistent=False)
+        self.register_buffer("user_interests", None, persistent=False)
+        self.emb_dim = 0
+        if "ild_emb" in names:
+            emb = item_embeddings.double()
+            if emb.dim() != 2 or emb.shape[0] != n_items:
+                raise DataError(
+                    f"evaluator: item_embeddings {tuple(emb.shape)} must be [{n_items}, d]"
+                )
+            emb = emb / emb.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            self.item_embeddings = emb.float()
+            self.emb_dim = emb.shape[1]
+        if "interest_coverage" in names:
+            if user_interests.dim() != 2 or user_interests.shape[1] != n_cats:
+                raise DataError(
+                    f"evaluator: user_interests {tuple(user_interests.shape)} must be [U, {n_cats}]"
+                )
+            self.user_interests = user_interests.float()
+
+        self.user_metrics = nn.ModuleDict(
+            {m: UserMeanMetric(len(self.ks)) for m in names if m not in GLOBAL_METRICS}
+        )
+        wants_exposure = any(m in GLOBAL_METRICS for m in names)
+        self.exposure = ExposureMetric(self.ks, n_items) if wants_exposure else None
+        self.users = UserCountMetric()
+
+    @staticmethod
+    def metric_names() -> list[str]:
+        """All metric names this evaluator accepts."""
+        return metric_names()
+
+    def _check(self, topk: Tensor, truth: Tensor, user_idx: Tensor) -> None:
+        if topk.dim() != 2 or truth.dim() != 2 or topk.shape[0] != truth.shape[0]:
+            raise ValueError(
+                f"evaluator.update: topk {tuple(topk.shape)} / truth {tuple(truth.shape)} must be "
+                "[users, K] / [users, N]"
+            )
+        if truth.shape[1] != self.n_items:
+            raise DataError(
+                f"evaluator.update: truth has {truth.shape[1]} items, expected {self.n_items}"
+            )
+        if topk.shape[1] < self.k_max:
+            raise ConfigError(
+                f"evaluator.update: lists have {topk.shape[1]} items < max(ks)={self.k_max}"
+            )
+        if user_idx.shape != (topk.shape[0],):
+            raise ValueError(f"evaluator.update: user_idx {tuple(user_idx.shape)} must be [users]")
+        if topk.numel() and (int(topk.min()) < 0 or int(topk.max()) >= self.n_items):
+            raise DataError(f"evaluator.update: topk item ids outside [0, {self.n_items})")
+        if self.user_interests is not None and user_idx.numel():
+            n_u = self.user_interests.shape[0]
+            if int(user_idx.min()) < 0 or int(user_idx.max()) >= n_u:
+                raise DataError(f"evaluator.update: user_idx outside [0, {n_u}) of user_interests")
+
+    @torch.no_grad()
+    def update(self, topk: Tensor, truth: Tensor, user_idx: Tensor) -> None:
+        """Add a batch: ``topk: [B, K>=max(ks)]`` item ids, ``truth: [B, N]`` bool, ``user_idx: [B]``.
+
+        Users with no truth item are skipped (counted in ``n_skipped_users``).
+        """
+        self._check(topk, truth, user_idx)
+        topk = topk[:, : self.k_max].long()
+        truth = truth.bool()
+        keep = truth.any(1)
+        self.users.update(keep.sum(), (~keep).sum())
+        if not bool(keep.all()):
+            topk, truth, user_idx = topk[keep], truth[keep], user_idx[keep]
+        if self.exposure is not None:
+            self.exposure.update(topk)
+        if len(self.user_metrics) == 0:
+            return
+        width = self.k_max * max(self.k_max, self.n_cats, self.emb_dim)
+        step = max(1, _CHUNK_ELEMENTS // width)
+        for lo in range(0, topk.shape[0], step):
+            b = _Batch(self, topk[lo : lo + step], truth[lo : lo + step], user_idx[lo : lo + step])
+            for name, state in self.user_metrics.items():
+                values, valid = self._user_values(name, b)
+                state.update(values, valid)
+
+    def _user_values(self, name: str, b: _Batch) -> tuple[Tensor, Tensor | None]:
+        """Per-user values ``[users, len(ks)]`` and optional validity mask ``[users]``."""
+        ks = self.ks
+        if name == "recall":
+            return acc.recall(b.hits, b.n_truth, ks), None
+        if name == "ndcg":
+            return acc.ndcg(b.hits, b.n_truth, ks), None
+        if name == "mrr":
+            return acc.mrr(b.hits, ks), None
+        if name == "hit":
+            return acc.hit(b.hits, ks), None
+        if name == "precision":
+            return acc.precision(b.hits, ks), None
+        if name == "f1":
+            return acc.f1(b.hits, b.n_truth, ks), None
+        if name == "ild_cat":
+            return diversity.ild_cat(b.cats, ks), None
+        if name == "ild_emb":
+            return diversity.ild_emb(b.emb, ks), None
+        if name == "cat_coverage":
+            return diversity.cat_coverage(b.cats, ks), None
+        if name == "interest_coverage":
+            return diversity.interest_coverage(b.cats, self.user_interests[b.user_idx], ks)
+        if name == "novelty":
+            return beyond.novelty(self.self_info[b.topk], ks), None
+        if name == "alpha_ndcg":
+            ids, valid = beyond.truth_items(b.truth)
+            truth_cats = self.category_matrix[ids] * valid[:, :, None]
+            return beyond.alpha_ndcg(b.hits, b.cats, truth_cats, valid, self.alpha, ks), None
+        raise AssertionError(name)  # unreachable: names are validated in __init__
+
+    def compute(self) -> dict[str, float]:
+        """``{"<prefix>/<metric>@<k>": value, "<prefix>/n_users": evaluated users, ...}``.
+
+        Per-user metrics are NaN when no user was evaluated. Under DDP every rank must call it.
+        """
+        out: dict[str, float] = {}
+        with warnings.catch_warnings():  # a rank may legitimately have had no update
+            warnings.filterwarnings("ignore", message=".*was called before the ``update``")
+            counts = self.exposure.compute() if self.exposure is not None else None
+            for name in self.metrics:
+                if name in GLOBAL_METRICS:
+                    vals = [float(_GLOBAL_FNS[name](counts[j])) for j in range(len(self.ks))]
+                else:
+                    vals = self.user_metrics[name].compute().tolist()
+                for k, v in zip(self.ks, vals, strict=True):
+                    out[f"{self.prefix}{name}@{k}"] = float(v)
+            n_users = self.users.compute().tolist()
+        out[f"{self.prefix}n_users"] = float(n_users[0])
+        out[f"{self.prefix}n_skipped_users"] = float(n_users[1])
+        return out
+
+    def reset(self) -> None:
+        """Clear all accumulated states (start of a new evaluation epoch)."""
+        for m in self.modules():
+            if isinstance(m, Metric):
+                m.reset()

@@ -1,0 +1,188 @@
+"""Batched inference and an on-disk cache of pooled text embeddings for frozen encoders.
+
+With ``finetune: frozen`` the backbone never changes, so its pooled output for every item
+text is computed once and stored as ``<cache_dir>/<key>.safetensors``. The cache holds the
+backbone's *pooled* vectors (``TextEncoder.pool_backbone``, ``[N, H]``) for pooling ``cls`` or
+``mean``, before projection and normalisation; the heads (``TextEncoder.head``) are applied on
+top at train time and may still train. ``attention`` pooling learns over token states, which
+the cache cannot hold cheaply, so it is refused with a ConfigError.
+
+Files are written to a temporary name and renamed into place (a half-written file never
+carries the final name) and are read with safetensors only, never pickle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from divrec.errors import ConfigError, DataError
+from divrec.models.encoder import TextEncoder
+from divrec.utils.io import atomic_path, fingerprint
+
+log = logging.getLogger(__name__)
+
+CACHEABLE_POOLINGS = ("cls", "mean")
+_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_TENSOR_NAME = "embeddings"
+
+
+def cache_key(weights_fp: str, texts_fp: str, pooling: str, max_len: int, extra: str = "") -> str:
+    """Cache key of pooled embeddings: weights, texts (or token ids), pooling, length, extras."""
+    if pooling not in CACHEABLE_POOLINGS:
+        raise ConfigError(
+            f"model.pooling={pooling!r} cannot use the embedding cache; use one of "
+            f"{CACHEABLE_POOLINGS} with a frozen backbone"
+        )
+    return fingerprint("pooled-embeddings-v1", weights_fp, texts_fp, pooling, int(max_len), extra)
+
+
+def tokens_fingerprint(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> str:
+    """Content fingerprint of token ids + mask (covers texts, tokenizer and max length)."""
+    h = hashlib.sha256()
+    for t in (input_ids, attention_mask):
+        t = t.detach().to("cpu", torch.int64).contiguous()
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class EmbeddingCache:
+    """Tensors stored as ``<cache_dir>/<key>.safetensors``, computed once per key."""
+
+    def __init__(self, cache_dir: str | Path) -> None:
+        self.cache_dir = Path(cache_dir)
+
+    def path(self, key: str) -> Path:
+        """File that holds ``key``'s tensor."""
+        if not _KEY_RE.match(key):
+            raise ConfigError(f"embedding cache key {key!r}: use letters, digits, '_', '-', '.'")
+        return self.cache_dir / f"{key}.safetensors"
+
+    def get_or_compute(
+        self, key: str, compute: Callable[[], torch.Tensor]
+    ) -> tuple[torch.Tensor, bool]:
+        """The tensor stored under ``key`` (hit), else ``compute()``, saved atomically (miss).
+
+        Returns ``(tensor, hit)``. An unreadable file under the final name is recomputed.
+        """
+        path = self.path(key)
+        if path.exists():
+            try:
+                tensor = load_file(str(path))[_TENSOR_NAME]
+                log.info("embedding cache hit: %s", path)
+                return tensor, True
+            except (SafetensorError, OSError, KeyError) as e:
+                log.warning("embedding cache file %s unreadable (%s); recomputing", path, e)
+        tensor = compute()
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"compute() for {key!r} returned {type(tensor).__name__}, not a Tensor")
+        tensor = tensor.detach().cpu().contiguous()
+        with atomic_path(path) as tmp:
+            save_file({_TENSOR_NAME: tensor}, str(tmp), metadata={"key": key})
+        log.info("embedding cache wrote %s %s", path, tuple(tensor.shape))
+        return tensor, False
+
+
+def encode_in_batches(
+    encoder: TextEncoder,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+    bf16: bool = False,
+    pooled_only: bool = False,
+) -> torch.Tensor:
+    """Encode N texts in eval mode: ``input_ids, attention_mask [N, L] -> [N, d]`` (float32, CPU).
+
+    Rows are sorted by true length so each batch is cut to its own longest row (dynamic
+    padding, for right-padded input), and the original order is restored. ``pooled_only``
+    returns ``pool_backbone``'s ``[N, H]`` (what the cache stores) instead of ``forward``.
+    ``device`` defaults to the encoder's; the encoder must already be there.
+    """
+    if input_ids.dim() != 2 or input_ids.shape != attention_mask.shape:
+        raise DataError(
+            f"input_ids {tuple(input_ids.shape)} and attention_mask "
+            f"{tuple(attention_mask.shape)} must both be [N, L]"
+        )
+    if batch_size < 1:
+        raise ConfigError(f"batch_size: expected a positive int, got {batch_size!r}")
+    device = torch.device(device) if device is not None else next(encoder.parameters()).device
+    n, width = input_ids.shape
+    dim = encoder.hidden_size if pooled_only else encoder.output_dim
+    if n == 0:
+        return torch.empty(0, dim)
+    lengths = attention_mask.sum(1)
+    right_padded = bool(
+        (attention_mask.bool() == (torch.arange(width) < lengths.unsqueeze(1))).all()
+    )
+    order = torch.argsort(lengths, descending=True, stable=True)
+    fn = encoder.pool_backbone if pooled_only else encoder
+    log.info("computing embeddings for %d texts", n)
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        with (
+            torch.inference_mode(),
+            torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16),
+        ):
+            out = torch.empty(n, dim)
+            for start in range(0, n, batch_size):
+                idx = order[start : start + batch_size]
+                cut = max(1, int(lengths[idx].max())) if right_padded else width
+                ids = input_ids[idx, :cut].to(device)
+                mask = attention_mask[idx, :cut].to(device)
+                out[idx] = fn(ids, mask).float().cpu()
+    finally:
+        encoder.train(was_training)
+    return out.clone()  # a normal tensor: inference tensors cannot enter autograd later
+
+
+def check_cacheable(encoder: TextEncoder) -> None:
+    """Raise ConfigError unless the encoder's pooled output can be cached (frozen, cls/mean)."""
+    if encoder.trainable_backbone:
+        raise ConfigError(
+            f"model.finetune={encoder.finetune!r}: the embedding cache needs a frozen backbone"
+        )
+    if encoder.pooling not in CACHEABLE_POOLINGS:
+        raise ConfigError(
+            f"model.pooling={encoder.pooling!r} with a frozen backbone cannot be cached "
+            f"(token states are too large); use pooling {CACHEABLE_POOLINGS}"
+        )
+
+
+def cached_pooled_embeddings(
+    cache: EmbeddingCache,
+    encoder: TextEncoder,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    name: str = "items",
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+    bf16: bool = False,
+) -> tuple[torch.Tensor, bool]:
+    """Pooled backbone vectors ``[N, H]`` for a frozen encoder, from the cache when present.
+
+    Returns ``(pooled, hit)``; apply ``encoder.head(pooled)`` for the final embeddings.
+    """
+    check_cacheable(encoder)
+    key = cache_key(
+        encoder.weights_fingerprint(),
+        tokens_fingerprint(input_ids, attention_mask),
+        encoder.pooling,
+        input_ids.shape[1],
+        extra=f"bf16={bool(bf16)}",
+    )
+    return cache.get_or_compute(
+        f"{name}-{key}",
+        lambda: encode_in_batches(
+            encoder, input_ids, attention_mask, batch_size, device, bf16, pooled_only=True
+        ),
+    )

@@ -1,0 +1,161 @@
+"""Two towers over a language-model encoder: item vectors v_i and user vectors v_u.
+
+The item tower encodes item text; the user tower either encodes the user's text (``text``,
+the seed's v_u from d_u) or pools the vectors of the user's training items (``history``).
+Both end in a residual head and L2 normalisation, so scores are cosines s_ui = <v_u, v_i>.
+
+Under ``finetune=frozen`` the backbone's pooled outputs for all items (and user texts) are
+computed once through :class:`~divrec.models.embed_cache.EmbeddingCache` and only the
+heads, ID embeddings and temperature train: the CPU default.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from divrec.errors import ConfigError
+from divrec.models.encoder import TextEncoder
+from divrec.models.pooling import build_history_pooling
+
+log = logging.getLogger(__name__)
+
+
+class ResidualHead(nn.Module):
+    """x -> x + W2 gelu(W1 x) (W2 zero-initialised: starts as the identity), then optional
+    projection to ``out_dim``. ``x``: [B, H] -> [B, out_dim or H]."""
+
+    def __init__(self, dim: int, hidden: int, out_dim: int | None = None, dropout: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.zeros_(self.fc2.bias)
+        self.drop = nn.Dropout(dropout)
+        self.proj = nn.Linear(dim, out_dim, bias=False) if out_dim else nn.Identity()
+        self.out_dim = out_dim or dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x + self.fc2(self.drop(F.gelu(self.fc1(x)))))
+
+
+class TwoTower(nn.Module):
+    """Item and user towers.
+
+    ``item_tokens``/``user_tokens`` are attached with :meth:`attach` (the catalogue's token ids
+    [N, L]); they are data, not parameters, and are not saved in checkpoints.
+    """
+
+    def __init__(
+        self,
+        n_items: int,
+        n_users: int,
+        encoder: dict,
+        user_tower: str = "text",
+        share_encoder: bool = True,
+        head_hidden: int = 512,
+        projection_dim: int | None = None,
+        dropout: float = 0.1,
+        id_embeddings: bool = False,
+        temperature: float = 0.05,
+        learn_temperature: bool = True,
+        pooling: dict | None = None,
+    ) -> None:
+        super().__init__()
+        if user_tower not in ("text", "history"):
+            raise ConfigError(f"model.user_tower: '{user_tower}' is not one of text, history")
+        self.user_tower = user_tower
+        self.item_encoder = TextEncoder(**encoder)
+        if user_tower == "text" and not share_encoder:
+            self.user_encoder = TextEncoder(**encoder)
+        else:
+            self.user_encoder = self.item_encoder
+        self.frozen = encoder.get("finetune", "frozen") == "frozen"
+        hidden = self.item_encoder.output_dim
+        self.item_head = ResidualHead(hidden, head_hidden, projection_dim, dropout)
+        self.user_head = ResidualHead(hidden, head_hidden, projection_dim, dropout)
+        dim = self.item_head.out_dim
+        self.dim = dim
+        self.item_id = nn.Embedding(n_items, dim) if id_embeddings else None
+        self.user_id = nn.Embedding(n_users, dim) if id_embeddings else None
+        for emb in (self.item_id, self.user_id):
+            if emb is not None:
+                nn.init.normal_(emb.weight, std=0.01)
+        self.pool = build_history_pooling(dim=dim, **(pooling or {"name": "mean"}))
+        log_t = torch.tensor(math.log(temperature))
+        self.log_temperature = nn.Parameter(log_t, requires_grad=learn_temperature)
+        self.item_tokens: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.user_tokens: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.register_buffer("item_base", torch.empty(0), persistent=False)
+        self.register_buffer("user_base", torch.empty(0), persistent=False)
+
+    @property
+    def temperature(self) -> torch.Tensor:
+        return self.log_temperature.exp().clamp(1e-3, 10.0)
+
+    # ------------------------------------------------------------- data
+    def attach(self, item_tokens, user_tokens, item_base=None, user_base=None) -> None:
+        """Give the towers the catalogue's tokens (and frozen pooled vectors [N, H], [U, H])."""
+        self.item_tokens = (item_tokens.input_ids, item_tokens.attention_mask)
+        self.user_tokens = (user_tokens.input_ids, user_tokens.attention_mask)
+        device = self.log_temperature.device
+        if item_base is not None:
+            self.item_base = item_base.to(device)
+        if user_base is not None:
+            self.user_base = user_base.to(device)
+
+    def _tokens(self, which: str, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ids, mask = self.item_tokens if which == "item" else self.user_tokens
+        m = mask[idx.cpu()]
+        length = max(1, int(m.sum(1).max()))
+        dev = idx.device
+        return ids[idx.cpu(), :length].to(dev), m[:, :length].to(dev)
+
+    # ------------------------------------------------------------- towers
+    def item_vectors(self, idx: torch.Tensor) -> torch.Tensor:
+        """v_i for item indices ``idx`` [B] -> [B, d] (unique items encoded once)."""
+        uniq, inverse = torch.unique(idx, return_inverse=True)
+        if self.frozen:
+            base = self.item_base[uniq]
+        else:
+            base = self.item_encoder.pool_backbone(*self._tokens("item", uniq))
+        v = self.item_head(base.float())
+        if self.item_id is not None:
+            v = v + self.item_id(uniq)
+        return F.normalize(v, dim=-1)[inverse]
+
+    def all_item_vectors(self, batch_size: int = 512) -> torch.Tensor:
+        """Vectors of the whole catalogue: [N, d]."""
+        n = self.item_tokens[0].shape[0] if self.item_tokens else self.item_base.shape[0]
+        dev = self.log_temperature.device
+        out = [
+            self.item_vectors(torch.arange(s, min(n, s + batch_size), device=dev))
+            for s in range(0, n, batch_size)
+        ]
+        return torch.cat(out)
+
+    def user_vectors(self, batch: dict, item_vecs: torch.Tensor | None = None) -> torch.Tensor:
+        """v_u for a batch -> [B, d]. ``item_vecs`` ([N, d]) avoids re-encoding history items."""
+        users = batch["user_idx"]
+        if self.user_tower == "text":
+            if self.frozen:
+                base = self.user_base[users]
+            else:
+                base = self.user_encoder.pool_backbone(
+                    batch["user_input_ids"], batch["user_attention_mask"]
+                )
+            v = self.user_head(base.float())
+        else:
+            hist, mask = batch["history_idx"], batch["history_mask"]
+            if item_vecs is not None:
+                h = item_vecs[hist]
+            else:
+                h = self.item_vectors(hist.flatten()).view(*hist.shape, -1)
+            v = self.user_head(self.pool(h, mask))
+        if self.user_id is not None:
+            v = v + self.user_id(users)
+        return F.normalize(v, dim=-1)

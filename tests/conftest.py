@@ -1,0 +1,70 @@
+"""Shared fixtures: environment for offline runs, the tiny BERT, and Hydra-composed configs."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Small shop_sim + tiny BERT: a full fit/test in a few seconds on 2 CPU cores.
+TINY_OVERRIDES = [
+    "data.n_items=300",
+    "data.n_users=120",
+    "data.n_interactions=3000",
+    "data.batch_size=64",
+    "data.text.max_user_len=48",
+    "logger=none",
+    "trainer.accelerator=cpu",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=4",
+    "trainer.enable_progress_bar=false",
+    "+trainer.enable_model_summary=false",
+    "~callbacks.progress_bar",
+    "model.head_hidden=32",
+    "model.cache.bf16=false",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> str:
+    """Folder of a tiny BERT (config.json, model.safetensors, tokenizer) built with seed 0."""
+    from divrec.models.tiny import build_tiny_bert
+
+    return build_tiny_bert(tmp_path_factory.mktemp("models") / "tiny-bert", seed=0)
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory) -> Path:
+    """One token/embedding cache per test session (content-keyed, so sharing is safe)."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def compose(tiny_model_dir, shared_cache, tmp_path):
+    """compose(*overrides) -> a resolved-ready DictConfig for a tiny run in ``tmp_path``."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    def _compose(*overrides: str, cache: Path | None = None):
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            return hydra_compose(
+                config_name="train",
+                overrides=[
+                    *TINY_OVERRIDES,
+                    f"model.encoder.pretrained={tiny_model_dir}",
+                    f"paths.output_dir={tmp_path / 'run'}",
+                    f"paths.cache_dir={cache or shared_cache}",
+                    *overrides,
+                ],
+            )
+
+    return _compose
