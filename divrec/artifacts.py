@@ -19,8 +19,17 @@ import torch
 
 from divrec.utils.io import fingerprint, write_json, write_parquet
 
-VERSIONED = ("divrec", "torch", "lightning", "transformers", "hydra-core", "torchmetrics",
-             "datasets", "peft", "wandb")
+VERSIONED = (
+    "divrec",
+    "torch",
+    "lightning",
+    "transformers",
+    "hydra-core",
+    "torchmetrics",
+    "datasets",
+    "peft",
+    "wandb",
+)
 
 
 def versions() -> dict[str, str]:

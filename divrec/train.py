@@ -29,8 +29,9 @@ from divrec.artifacts import (
     write_recommendations,
 )
 from divrec.data.datamodule import RecDataModule
-from divrec.errors import DivrecError
+from divrec.errors import ConfigError, DivrecError
 from divrec.models.module import RecModule
+from divrec.models.ranking import RankingModule
 from divrec.wandb_utils import finish_wandb, log_recommendation_table
 
 log = logging.getLogger(__name__)
@@ -44,48 +45,124 @@ def build_datamodule(cfg: DictConfig) -> RecDataModule:
     return dm
 
 
-def build_module(cfg: DictConfig, dm: RecDataModule) -> RecModule:
-    """The LightningModule for ``cfg``, attached to ``dm``'s catalogue (frozen cache filled)."""
+def build_module(cfg: DictConfig, dm: RecDataModule) -> RankingModule:
+    """The LightningModule for ``cfg.model`` (two-tower or baseline), attached to ``dm``."""
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    kind = model_cfg.pop("kind", "two_tower")
     cache_cfg = model_cfg.pop("cache", {}) or {}
+    evaluation = OmegaConf.to_container(cfg.eval, resolve=True)
+    rerank_cfg = OmegaConf.to_container(cfg.rerank, resolve=True)
+    sizes = {"n_items": len(dm.catalogue), "n_users": len(dm.user_ids)}
+    if kind == "baseline":
+        from divrec.baselines.module import BaselineModule
+
+        module = BaselineModule(
+            model_cfg["name"],
+            **sizes,
+            options=model_cfg.get("options"),
+            evaluation=evaluation,
+            rerank_cfg=rerank_cfg,
+        )
+        ref = reference_embeddings(cfg, dm, cache_cfg) if _needs_reference(cfg) else None
+        module.attach(dm, ref)
+        return module
+    if kind != "two_tower":
+        raise ConfigError(f"model.kind: '{kind}' unknown; use two_tower or baseline")
     module = RecModule(
-        model={**model_cfg, "n_items": len(dm.catalogue), "n_users": len(dm.user_ids)},
+        model={**model_cfg, **sizes},
         loss=OmegaConf.to_container(cfg.loss, resolve=True),
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
-        evaluation=OmegaConf.to_container(cfg.eval, resolve=True),
-        rerank_cfg=OmegaConf.to_container(cfg.rerank, resolve=True),
+        evaluation=evaluation,
+        rerank_cfg=rerank_cfg,
     )
-    item_base = user_base = None
+    item_base = user_base = ref = None
     if module.net.frozen:
         item_base, user_base = frozen_bases(module, dm, cfg, cache_cfg)
-    module.attach(dm, item_base, user_base)
+        if module.net.item_encoder.pooling == "mean":
+            ref = item_base
+    if ref is None and _needs_reference(cfg):
+        ref = reference_embeddings(cfg, dm, cache_cfg)
+    module.attach(dm, item_base, user_base, ref)
     return module
+
+
+def _needs_reference(cfg: DictConfig) -> bool:
+    return cfg.rerank.get("name", "none") in ("mmr", "dpp") or "ild_emb" in cfg.eval.metrics
+
+
+def _cache(cfg: DictConfig):
+    from divrec.models.embed_cache import EmbeddingCache
+
+    return EmbeddingCache(Path(cfg.paths.cache_dir) / "embeddings")
+
+
+def reference_embeddings(cfg: DictConfig, dm: RecDataModule, cache_cfg: dict) -> torch.Tensor:
+    """The frozen pretrained encoder's mean-pooled item vectors [N, H] (the shared item space
+    of re-rankers and ``ild_emb``), from the embedding cache."""
+    from divrec.models.embed_cache import cached_pooled_embeddings
+    from divrec.models.encoder import TextEncoder
+
+    enc_cfg = cfg.model.encoder
+    encoder = TextEncoder(
+        enc_cfg.pretrained,
+        pooling="mean",
+        finetune="frozen",
+        trust_remote_code=bool(enc_cfg.get("trust_remote_code", False)),
+    )
+    ref, _ = cached_pooled_embeddings(
+        _cache(cfg),
+        encoder,
+        dm.item_tokens.input_ids,
+        dm.item_tokens.attention_mask,
+        name="items",
+        batch_size=int(cache_cfg.get("batch_size", 128)),
+        device=_device(),
+        bf16=bool(cache_cfg.get("bf16", True)),
+    )
+    return ref
+
+
+def _device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def frozen_bases(module: RecModule, dm: RecDataModule, cfg: DictConfig, cache_cfg: dict):
     """Pooled backbone vectors for all items (and user texts), from the on-disk cache."""
-    from divrec.models.embed_cache import EmbeddingCache, cached_pooled_embeddings
+    from divrec.models.embed_cache import cached_pooled_embeddings
 
-    cache = EmbeddingCache(Path(cfg.paths.cache_dir) / "embeddings")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    cache = _cache(cfg)
+    device = _device()
     bf16 = bool(cache_cfg.get("bf16", True))
     bs = int(cache_cfg.get("batch_size", 128))
     t0 = time.perf_counter()
     item_base, hit_i = cached_pooled_embeddings(
-        cache, module.net.item_encoder, dm.item_tokens.input_ids, dm.item_tokens.attention_mask,
-        name="items", batch_size=bs, device=device, bf16=bf16,
+        cache,
+        module.net.item_encoder,
+        dm.item_tokens.input_ids,
+        dm.item_tokens.attention_mask,
+        name="items",
+        batch_size=bs,
+        device=device,
+        bf16=bf16,
     )
     user_base, hit_u = None, True
     if module.net.user_tower == "text":
         user_base, hit_u = cached_pooled_embeddings(
-            cache, module.net.user_encoder, dm.user_tokens.input_ids,
-            dm.user_tokens.attention_mask, name="users", batch_size=bs, device=device, bf16=bf16,
+            cache,
+            module.net.user_encoder,
+            dm.user_tokens.input_ids,
+            dm.user_tokens.attention_mask,
+            name="users",
+            batch_size=bs,
+            device=device,
+            bf16=bf16,
         )
     dt = time.perf_counter() - t0
     dm.stats["cache/embeddings_hit"] = bool(hit_i and hit_u)
     dm.stats["cache/embeddings_seconds"] = round(dt, 2)
-    log.info("frozen embeddings %s in %.1f s", "reused from cache" if hit_i and hit_u
-             else "computed", dt)
+    log.info(
+        "frozen embeddings %s in %.1f s", "reused from cache" if hit_i and hit_u else "computed", dt
+    )
     return item_base, user_base
 
 
@@ -127,18 +204,26 @@ def train(cfg: DictConfig) -> float:
         lg.log_hyperparams({f"data/{k}": v for k, v in dm.stats.items()})
 
     ckpt_path = _resume_path(cfg, out)
-    if cfg.train:
+    trains = getattr(module, "needs_training", True)
+    if cfg.train and trains:
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
-    ckpt_cb = trainer.checkpoint_callback
+    elif cfg.train:  # closed-form baseline: fitted in attach(); validate for model selection
+        trainer.validate(module, datamodule=dm)
+    ckpt_cb = trainer.checkpoint_callback if trains else None
     best = ckpt_cb.best_model_path if ckpt_cb is not None and cfg.train else ""
-    val_best = float(ckpt_cb.best_model_score) if ckpt_cb is not None and \
-        ckpt_cb.best_model_score is not None else float("nan")
-    metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items()
-                               if k.startswith("val/")}
+    val_best = (
+        float(ckpt_cb.best_model_score)
+        if ckpt_cb is not None and ckpt_cb.best_model_score is not None
+        else float("nan")
+    )
+    metrics: dict[str, Any] = {
+        k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")
+    }
     if cfg.test:
-        trainer.test(module, datamodule=dm, ckpt_path=best or None, weights_only=False)
-        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()
-                        if k.startswith("test/")})
+        trainer.test(module, datamodule=dm, ckpt_path=best or None, weights_only=True)
+        metrics.update(
+            {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+        )
     if ckpt_cb is not None and ckpt_cb.monitor:
         metrics[f"best/{ckpt_cb.monitor}"] = val_best
 
@@ -152,8 +237,12 @@ def train(cfg: DictConfig) -> float:
         log_recommendation_table(loggers, recs, dm)
     log.info("run folder: %s", out)
     target = metrics.get(cfg.optimized_metric, val_best)
-    if cfg.optimized_metric.startswith("val/") and not math.isnan(val_best) and \
-            ckpt_cb is not None and ckpt_cb.monitor == cfg.optimized_metric:
+    if (
+        cfg.optimized_metric.startswith("val/")
+        and not math.isnan(val_best)
+        and ckpt_cb is not None
+        and ckpt_cb.monitor == cfg.optimized_metric
+    ):
         target = val_best
     return float(target)
 
@@ -167,8 +256,9 @@ def _resume_path(cfg: DictConfig, out: Path) -> str | None:
     return str(cfg.ckpt_path)
 
 
-def run_meta(cfg: DictConfig, dm: RecDataModule | None, t0: float, status: str,
-             error: str | None = None) -> dict[str, Any]:
+def run_meta(
+    cfg: DictConfig, dm: RecDataModule | None, t0: float, status: str, error: str | None = None
+) -> dict[str, Any]:
     """The ``meta`` block of ``metrics.json``."""
     container = OmegaConf.to_container(cfg, resolve=False)
     try:

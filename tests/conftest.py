@@ -8,6 +8,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_MODE", "disabled")
+if "DIVREC_CACHE_DIR" not in os.environ:  # hash markers etc. never land in the user's home
+    import tempfile
+
+    os.environ["DIVREC_CACHE_DIR"] = tempfile.mkdtemp(prefix="divrec-test-cache-")
 
 from pathlib import Path  # noqa: E402
 
@@ -27,7 +31,7 @@ TINY_OVERRIDES = [
     "trainer.max_epochs=1",
     "trainer.limit_train_batches=4",
     "trainer.enable_progress_bar=false",
-    "+trainer.enable_model_summary=false",
+    "trainer.enable_model_summary=false",
     "~callbacks.progress_bar",
     "model.head_hidden=32",
     "model.cache.bf16=false",

@@ -41,10 +41,14 @@ class EASE(Baseline):
         gram = torch.from_numpy((x.T @ x).toarray()).to(device, torch.float64)  # [N, N]
         gram.diagonal().add_(self.l2)
         chol, info = torch.linalg.cholesky_ex(gram)
+        del gram
         if int(info) != 0:  # cannot happen for l2 > 0 unless the numbers overflow
             raise DataError(f"EASE: XᵀX + {self.l2}·I is not positive definite")
-        p = torch.cholesky_inverse(chol)
-        b = -p / p.diagonal().unsqueeze(0)
+        # P = G⁻¹ by triangular solves against I: ~2x faster than cholesky_inverse on CPU.
+        eye = torch.eye(chol.shape[0], dtype=torch.float64, device=device)
+        p = torch.cholesky_solve(eye, chol)
+        del chol, eye
+        b = p.div_(-p.diagonal().clone().unsqueeze(0))  # B_ij = −P_ij / P_jj, in place
         b.fill_diagonal_(0.0)
         self.weights = b.to(torch.float32)
         self.train_indptr, self.train_indices = csr_tensors(x, device)

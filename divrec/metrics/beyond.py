@@ -48,7 +48,8 @@ def truth_items(truth: Tensor) -> tuple[Tensor, Tensor]:
     ids = torch.zeros(n_users, max(t_max, 1), dtype=torch.long, device=truth.device)
     nz = truth.nonzero()  # row-major: ids ascending within each user
     if nz.numel():
-        pos = truth.long().cumsum(1)[nz[:, 0], nz[:, 1]] - 1
+        first = sizes.cumsum(0) - sizes  # offset of each user's first entry in nz
+        pos = torch.arange(nz.shape[0], device=truth.device) - first[nz[:, 0]]
         ids[nz[:, 0], pos] = nz[:, 1]
     valid = torch.arange(ids.shape[1], device=truth.device)[None, :] < sizes[:, None]
     return ids, valid
@@ -68,7 +69,7 @@ def _ideal_gains(truth_cats: Tensor, truth_valid: Tensor, steps: int, alpha: flo
     out = x.new_zeros(n_users, steps)
     for s in range(min(steps, x.shape[1])):  # loop over list positions, vectorised over users
         weight = (1.0 - alpha) ** counts  # [users, C]
-        gain = torch.bmm(x, weight[:, :, None]).squeeze(-1).masked_fill(~avail, -1.0)
+        gain = (x * weight[:, None, :]).sum(-1).masked_fill(~avail, -1.0)
         best_gain = gain.max(1, keepdim=True).values
         best = (gain >= best_gain - GAIN_TIE_TOL).long().argmax(1)  # first (lowest id) near-max
         took = avail[rows, best]  # False once a user's truth items are exhausted

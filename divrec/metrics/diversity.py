@@ -22,10 +22,17 @@ def _pair_counts(ks: list[int], ref: Tensor) -> Tensor:
     return torch.tensor([k * (k - 1) / 2 for k in ks], dtype=torch.float64, device=ref.device)
 
 
-def _mean_from_pair_sums(pair_sums: Tensor, ks: list[int]) -> Tensor:
-    """Mean over pairs from pair sums ``[users, len(ks)]``; 0 where k = 1 (no pairs)."""
+def _one_minus_mean_pair(sim: Tensor, ks: list[int]) -> Tensor:
+    """1 - mean of ``sim[b, i, j]`` over pairs i < j < k, per cut-off; 0 where k = 1.
+
+    ``sim: [users, K, K]`` symmetric. col[b, j] = sum_{i<j} sim[b, i, j]; its running sum
+    over j is the pair sum of every prefix, accumulated in float64.
+    """
+    col = torch.triu(sim, diagonal=1).sum(1).double()  # [users, K]
+    pair_sums = _at(col.cumsum(1), ks)
     n_pairs = _pair_counts(ks, pair_sums)
-    return torch.where(n_pairs > 0, pair_sums / n_pairs.clamp_min(1), torch.zeros_like(pair_sums))
+    mean = pair_sums / n_pairs.clamp_min(1)
+    return torch.where(n_pairs > 0, 1.0 - mean, torch.zeros_like(mean))
 
 
 def ild_cat(cats: Tensor, ks: list[int]) -> Tensor:
@@ -35,36 +42,25 @@ def ild_cat(cats: Tensor, ks: list[int]) -> Tensor:
     Jaccard 0 (they share nothing), so such a pair counts as fully diverse.
     """
     x = cats.float()
-    inter = torch.bmm(x, x.transpose(1, 2)).double()  # [users, K, K] |A & B|
-    size = x.sum(-1).double()  # [users, K]
+    inter = torch.bmm(x, x.transpose(1, 2))  # [users, K, K] |A & B|, exact small integers
+    size = x.sum(-1)  # [users, K]
     union = size[:, :, None] + size[:, None, :] - inter
-    jac = torch.where(union > 0, inter / union.clamp_min(1), torch.zeros_like(inter))
-    k_max = cats.shape[1]
-    upper = torch.ones(k_max, k_max, dtype=torch.bool, device=cats.device).triu(1)
-    # col[b, j] = sum_{i<j} J[b, i, j]; its running sum over j gives the pair sums of prefixes.
-    col = (jac * upper).sum(1)
-    sims = _mean_from_pair_sums(_at(col.cumsum(1), ks), ks)
-    return torch.where(_pair_counts(ks, sims) > 0, 1.0 - sims, torch.zeros_like(sims))
+    # union = 0 implies inter = 0, so clamping the denominator gives Jaccard(empty, empty) = 0.
+    return _one_minus_mean_pair(inter / union.clamp_min(1.0), ks)
 
 
 def ild_emb(emb: Tensor, ks: list[int]) -> Tensor:
     """1 - mean pairwise cosine similarity of the items' embeddings in the top-k.
 
-    ``emb: [users, K, d]`` unit-normalised (zero rows allowed: cosine with a zero vector is 0).
-    Uses sum_{i<j} <e_i, e_j> = (|sum_i e_i|^2 - sum_i |e_i|^2) / 2, so the cost is
-    O(users * K * d) instead of a [K, K] Gram matrix per user.
+    ``emb: [users, K, d]`` unit-normalised rows (a zero row has cosine 0 with everything).
     """
-    e = emb.double()
-    run = _at(e.cumsum(1), ks)  # [users, len(ks), d] prefix sums
-    sq = (run * run).sum(-1)
-    self_sq = _at((e * e).sum(-1).cumsum(1), ks)
-    sims = _mean_from_pair_sums((sq - self_sq) / 2, ks)
-    return torch.where(_pair_counts(ks, sims) > 0, 1.0 - sims, torch.zeros_like(sims))
+    x = emb.float()
+    return _one_minus_mean_pair(torch.bmm(x, x.transpose(1, 2)), ks)
 
 
 def covered_categories(cats: Tensor, ks: list[int]) -> Tensor:
     """0/1 categories present anywhere in the top-k: ``[users, len(ks), C]`` float64."""
-    return (_at(cats.double().cumsum(1), ks) > 0).double()
+    return (_at(cats.float().cumsum(1), ks) > 0).double()
 
 
 def cat_coverage(cats: Tensor, ks: list[int]) -> Tensor:

@@ -7,6 +7,7 @@ kept; all states are torchmetrics "sum" states, so results are exact under DDP.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from functools import cached_property
 
 import torch
@@ -73,7 +74,8 @@ class RankingEvaluator(nn.Module):
     ``item_embeddings: [N, d]`` (ild_emb), ``user_interests: [U, C]`` 0/1 (interest_coverage),
     ``alpha`` for alpha_ndcg. Per-user metrics are averaged over evaluated users (users with at
     least one truth item); item_coverage, gini and dist_coverage are computed from global
-    exposure counts. Tensors are held as non-persistent buffers (not in checkpoints) and the
+    exposure counts; interest_coverage averages over evaluated users with at least one interest
+    category. ILD at k = 1 is 0 (no pair). Tensors are held as non-persistent buffers (not in checkpoints) and the
     metric states as torchmetrics submodules, so ``.to(device)`` moves everything.
     """
 
@@ -149,6 +151,19 @@ class RankingEvaluator(nn.Module):
         wants_exposure = any(m in GLOBAL_METRICS for m in names)
         self.exposure = ExposureMetric(self.ks, n_items) if wants_exposure else None
         self.users = UserCountMetric()
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> RankingEvaluator:
+        """Let ``.to(device)`` move buffers and states but never change their dtypes.
+
+        Lightning's "16-true"/"bf16-true" precision casts whole modules with ``.to(dtype)``;
+        self-information, embeddings and float64 sums must keep their precision.
+        """
+
+        def move_only(t: Tensor) -> Tensor:
+            new = fn(t)
+            return new if new.dtype == t.dtype else t.to(new.device)
+
+        return super()._apply(move_only, recurse)
 
     @staticmethod
     def metric_names() -> list[str]:
@@ -242,12 +257,14 @@ class RankingEvaluator(nn.Module):
         out: dict[str, float] = {}
         with warnings.catch_warnings():  # a rank may legitimately have had no update
             warnings.filterwarnings("ignore", message=".*was called before the ``update``")
-            counts = self.exposure.compute() if self.exposure is not None else None
+            counts = (
+                None if self.exposure is None else self.exposure.compute().reshape(len(self.ks), -1)
+            )
             for name in self.metrics:
                 if name in GLOBAL_METRICS:
                     vals = [float(_GLOBAL_FNS[name](counts[j])) for j in range(len(self.ks))]
                 else:
-                    vals = self.user_metrics[name].compute().tolist()
+                    vals = self.user_metrics[name].compute().reshape(-1).tolist()
                 for k, v in zip(self.ks, vals, strict=True):
                     out[f"{self.prefix}{name}@{k}"] = float(v)
             n_users = self.users.compute().tolist()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -81,6 +82,15 @@ def _transformer_layers(backbone: nn.Module) -> nn.ModuleList:
     )
 
 
+def _enable_checkpointing(backbone: nn.Module) -> None:
+    """Non-reentrant activation checkpointing (transformers 5 name, else the 4.x one)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(backbone, "activation_checkpointing_enable"):
+        backbone.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def _lora_settings(lora: dict | None) -> dict[str, Any]:
     cfg = dict(LORA_DEFAULTS)
     unknown = sorted(set(lora or {}) - set(LORA_DEFAULTS))
@@ -117,7 +127,9 @@ class TextEncoder(nn.Module):
             raise ConfigError(f"model.pooling: expected one of {POOLINGS}, got {pooling!r}")
         if finetune not in FINETUNE_MODES:
             raise ConfigError(f"model.finetune: expected one of {FINETUNE_MODES}, got {finetune!r}")
-        if projection_dim is not None and (not isinstance(projection_dim, int) or projection_dim < 1):
+        if projection_dim is not None and (
+            not isinstance(projection_dim, int) or projection_dim < 1
+        ):
             raise ConfigError(
                 f"model.projection_dim: expected a positive int or null, got {projection_dim!r}"
             )
@@ -137,9 +149,7 @@ class TextEncoder(nn.Module):
             if finetune == "frozen":
                 log.info("gradient_checkpointing ignored: the backbone is frozen")
             else:
-                backbone.gradient_checkpointing_enable(
-                    gradient_checkpointing_kwargs={"use_reentrant": False}
-                )
+                _enable_checkpointing(backbone)
         self.backbone = self._setup_finetune(backbone, top_layers, lora)
 
         if pooling == "attention":
@@ -177,12 +187,14 @@ class TextEncoder(nn.Module):
             bias="none",
         )
         try:
-            return get_peft_model(backbone, config)
+            with warnings.catch_warnings():  # peft still calls the 4.x name on transformers 5
+                warnings.filterwarnings(
+                    "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
+                )
+                return get_peft_model(backbone, config)
         except ValueError as e:
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise ConfigError(
-                f"model.lora.target_modules={cfg['target_modules']}: {first}"
-            ) from e
+            raise ConfigError(f"model.lora.target_modules={cfg['target_modules']}: {first}") from e
 
     @property
     def trainable_backbone(self) -> bool:
@@ -235,9 +247,7 @@ class TextEncoder(nn.Module):
     def describe(self) -> dict[str, int]:
         """Trainable and total parameter counts, overall and for the backbone."""
         backbone_ids = {id(p) for p in self.backbone.parameters()}
-        counts = dict.fromkeys(
-            ("trainable", "total", "backbone_trainable", "backbone_total"), 0
-        )
+        counts = dict.fromkeys(("trainable", "total", "backbone_trainable", "backbone_total"), 0)
         for p in self.parameters():
             n = p.numel()
             counts["total"] += n

@@ -1,21 +1,18 @@
-"""``RecModule``: the LightningModule that trains the towers and evaluates full-catalogue.
+"""``RecModule``: the LightningModule that trains the two towers.
 
 Loss = relevance (in-batch sampled softmax with logQ correction, or BPR) + lambda * diversity
-term. Validation and test score every catalogue item for each user, mask what the user has
-seen, optionally re-rank the top-M candidates, and feed the top-K lists to the metrics.
+term; evaluation is inherited from :class:`~divrec.models.ranking.RankingModule`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
 
-import lightning.pytorch as pl
 import torch
 
-from divrec.errors import DivrecError
+from divrec.errors import ConfigError, DivrecError
 from divrec.losses import RELEVANCE_LOSSES, build_diversity_term
-from divrec.metrics import RankingEvaluator, topk_unseen
+from divrec.models.ranking import RankingModule
 from divrec.models.towers import TwoTower
 
 
@@ -23,8 +20,9 @@ class NonFiniteLossError(DivrecError):
     """The loss became NaN or infinite."""
 
 
-class RecModule(pl.LightningModule):
-    """Two-tower recommender. Config groups: ``model`` (towers), ``loss``, ``optim``, ``eval``."""
+class RecModule(RankingModule):
+    """Two-tower recommender. Config groups: ``model`` (towers), ``loss``, ``optim``, ``eval``,
+    ``rerank``."""
 
     def __init__(
         self,
@@ -34,47 +32,37 @@ class RecModule(pl.LightningModule):
         evaluation: dict,
         rerank_cfg: dict | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(evaluation, rerank_cfg)
         self.save_hyperparameters()
         self.net = TwoTower(**model)
-        self.relevance = RELEVANCE_LOSSES[loss.get("relevance", "softmax")]
+        name = loss.get("relevance", "softmax")
+        if name not in RELEVANCE_LOSSES:
+            raise ConfigError(
+                f"loss.relevance: '{name}' unknown; choose {sorted(RELEVANCE_LOSSES)}"
+            )
+        self.relevance = RELEVANCE_LOSSES[name]
         self.use_logq = bool(loss.get("logq", True))
         div = dict(loss.get("diversity") or {"name": "none"})
         self.diversity = build_diversity_term(div.pop("name"), **div)
         self.diversity_weight = float(loss.get("diversity_weight", 0.0))
         self.optim_cfg = optim
-        self.metric_names = list(evaluation.get("metrics", []))
-        self.ks = sorted(int(k) for k in evaluation.get("ks", [10, 20]))
-        self.save_topk = int(evaluation.get("save_topk", 100))
-        self.rerank_cfg = dict(rerank_cfg or {"name": "none"})
-        self.recommendations: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._eval_items: torch.Tensor | None = None
+        # A frozen backbone is not saved in checkpoints: it is the pretrained file itself.
+        self.strict_loading = not self.net.frozen
 
-    # --------------------------------------------------------------- data
-    def attach(self, dm, item_base=None, user_base=None) -> None:
-        """Bind the catalogue of a set-up ``RecDataModule`` (tokens, categories, metrics)."""
-        cat = dm.catalogue
+    def attach(self, dm, item_base=None, user_base=None, reference=None) -> None:
+        """Bind a set-up ``RecDataModule``: tokens, frozen vectors, popularity, metrics."""
         self.net.attach(dm.item_tokens, dm.user_tokens, item_base, user_base)
-        pop = cat.popularity
-        self.register_buffer("log_q", torch.log(pop.clamp_min(1.0) / pop.sum().clamp_min(1.0)),
-                             persistent=False)
-        self.register_buffer("categories", cat.category_matrix, persistent=False)
-        hist_cats = torch.zeros(len(dm.user_ids), cat.n_categories)
-        users = torch.repeat_interleave(torch.arange(len(dm.user_ids)),
-                                        dm.history.indptr.diff())
-        hist_cats.index_add_(0, users, cat.category_matrix[dm.history.indices])
-        self.register_buffer("user_categories",
-                             hist_cats / hist_cats.sum(1, keepdim=True).clamp_min(1e-9),
-                             persistent=False)
-        n_train_users = int((dm.history.indptr.diff() > 0).sum())
-        kw: dict[str, Any] = dict(
-            metrics=self.metric_names, ks=self.ks, category_matrix=cat.category_matrix,
-            popularity=pop, n_train_users=n_train_users, user_interests=dm.user_interests,
-        )
-        needs_emb = any(m == "ild_emb" for m in self.metric_names)
-        emb = torch.zeros(len(cat), 1) if needs_emb else None
-        self.val_metrics = RankingEvaluator(**kw, item_embeddings=emb, prefix="val")
-        self.test_metrics = RankingEvaluator(**kw, item_embeddings=emb, prefix="test")
+        pop = dm.catalogue.popularity
+        log_q = torch.log(pop.clamp_min(1.0) / pop.sum().clamp_min(1.0))
+        self.register_buffer("log_q", log_q, persistent=False)
+        self.attach_eval(dm, reference)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.net.frozen:
+            state = checkpoint["state_dict"]
+            for key in [k for k in state if ".backbone." in k]:
+                del state[key]
 
     # --------------------------------------------------------------- training
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -99,8 +87,9 @@ class RecModule(pl.LightningModule):
     def configure_optimizers(self):
         cfg = self.optim_cfg
         params = [p for p in self.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=cfg.get("lr", 1e-3),
-                                weight_decay=cfg.get("weight_decay", 0.01))
+        opt = torch.optim.AdamW(
+            params, lr=cfg.get("lr", 1e-3), weight_decay=cfg.get("weight_decay", 0.01)
+        )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(cfg.get("warmup_ratio", 0.05) * total)
         schedule = cfg.get("schedule", "cosine")
@@ -119,68 +108,10 @@ class RecModule(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # --------------------------------------------------------------- evaluation
-    @torch.no_grad()
-    def score(self, batch: dict, item_vecs: torch.Tensor | None = None) -> torch.Tensor:
-        """Cosine scores of the batch's users against every item: [B, N]."""
-        item_vecs = self.net.all_item_vectors() if item_vecs is None else item_vecs
-        return self.net.user_vectors(batch, item_vecs) @ item_vecs.T
-
-    def rank(self, scores: torch.Tensor, seen: torch.Tensor, users: torch.Tensor,
-             k: int, item_vecs: torch.Tensor) -> torch.Tensor:
-        """Top-``k`` item indices [B, k], re-ranked when ``rerank.name`` is not ``none``."""
-        name = self.rerank_cfg.get("name", "none")
-        if name == "none":
-            return topk_unseen(scores, seen, k)
-        from divrec.rerank import rerank
-
-        masked = scores.masked_fill(seen, float("-inf"))
-        return rerank(
-            name, masked, k, float(self.rerank_cfg.get("diversity", 0.0)),
-            embeddings=item_vecs, categories=self.categories,
-            user_categories=self.user_categories[users],
-            candidates=self.rerank_cfg.get("candidates", 200),
-        )
-
-    def _eval_epoch_start(self) -> None:
+    def on_eval_start(self) -> None:
         self._eval_items = self.net.all_item_vectors()
-        for m in (self.val_metrics, self.test_metrics):
-            if getattr(m, "item_embeddings", None) is not None:
-                m.item_embeddings = self._eval_items.detach().float()
 
-    def on_validation_epoch_start(self) -> None:
-        self._eval_epoch_start()
-
-    def on_test_epoch_start(self) -> None:
-        self._eval_epoch_start()
-        self.recommendations = []
-
-    def _eval_step(self, batch: dict, metrics: RankingEvaluator, keep: bool) -> None:
-        items = self._eval_items
-        scores = self.score(batch, items)
-        k = max(self.ks[-1], self.save_topk if keep else 0)
-        k = min(k, scores.shape[1])
-        top = self.rank(scores, batch["seen"], batch["user_idx"], k, items)
-        metrics.update(top[:, : self.ks[-1]], batch["truth"], batch["user_idx"])
-        if keep:
-            self.recommendations.append(
-                (batch["user_idx"].cpu(), top.cpu(), scores.gather(1, top).float().cpu())
-            )
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, self.val_metrics, keep=False)
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, self.test_metrics, keep=True)
-
-    def _log_eval(self, metrics: RankingEvaluator) -> None:
-        values = metrics.compute()
-        self.log_dict({k: float(v) for k, v in values.items()}, prog_bar=False)
-        metrics.reset()
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_eval(self.val_metrics)
-
-    def on_test_epoch_end(self) -> None:
-        self._log_eval(self.test_metrics)
-
-
+    def score(self, batch: dict) -> torch.Tensor:
+        """Cosine scores of the batch's users against every item: [B, N]."""
+        items = self._eval_items if self._eval_items is not None else self.net.all_item_vectors()
+        return self.net.user_vectors(batch, items) @ items.T

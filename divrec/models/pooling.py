@@ -10,14 +10,14 @@ import torch
 from torch import nn
 
 from divrec.errors import ConfigError
+from divrec.models.encoder import mean_pool
 
 
 class MeanPooling(nn.Module):
     """Masked mean: ``h`` [B, H, d], ``mask`` [B, H] bool -> [B, d]."""
 
     def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        w = mask.to(h.dtype).unsqueeze(-1)
-        return (h * w).sum(1) / w.sum(1).clamp_min(1.0)
+        return mean_pool(h, mask)
 
 
 POOLINGS: dict[str, type[nn.Module]] = {"mean": MeanPooling}

@@ -21,9 +21,7 @@ from divrec.utils.io import file_sha256, fingerprint, write_json
 log = logging.getLogger(__name__)
 
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
-MINILM_ALIASES = frozenset(
-    {"minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
-)
+MINILM_ALIASES = frozenset({"minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"})
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 

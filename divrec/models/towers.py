@@ -75,7 +75,7 @@ class TwoTower(nn.Module):
         else:
             self.user_encoder = self.item_encoder
         self.frozen = encoder.get("finetune", "frozen") == "frozen"
-        hidden = self.item_encoder.output_dim
+        hidden = self.item_encoder.hidden_size
         self.item_head = ResidualHead(hidden, head_hidden, projection_dim, dropout)
         self.user_head = ResidualHead(hidden, head_hidden, projection_dim, dropout)
         dim = self.item_head.out_dim

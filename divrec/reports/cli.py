@@ -218,9 +218,12 @@ def _log_to_active_wandb(df: pd.DataFrame, png: Path) -> bool:
     frame = df.copy()
     for col in frame.columns:
         if isinstance(frame[col].dtype, pd.Int64Dtype):  # wandb knows no pd.NA
-            frame[col] = [None if is_missing(v) else int(v) for v in frame[col]]
+            values = [None if is_missing(v) else int(v) for v in frame[col]]
         elif frame[col].dtype == object:  # wandb wants one type per column
-            frame[col] = [None if is_missing(v) else str(v) for v in frame[col]]
+            values = [None if is_missing(v) else str(v) for v in frame[col]]
+        else:
+            continue
+        frame[col] = pd.Series(values, index=frame.index, dtype=object)
     try:
         wandb.log(
             {"report/runs": wandb.Table(dataframe=frame), "report/pareto": wandb.Image(str(png))}

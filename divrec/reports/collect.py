@@ -80,10 +80,11 @@ def collect_runs(folder: str | os.PathLike) -> pd.DataFrame:
     df = pd.DataFrame.from_records(records, columns=columns)
     for k in metric_cols:
         df[k] = df[k].astype("float64")
-    for name in knob_names.values():  # ints stay ints when some run lacks the knob
-        present = df[name].dropna()
-        if df[name].isna().any() and len(present) and all(_is_int(v) for v in present):
-            df[name] = df[name].astype("Int64")
+    for key, name in knob_names.items():  # ints stay ints (not 7.0) when some run lacks them
+        values = [row["knobs"].get(key) for row in rows]
+        present = [v for v in values if not is_missing(v)]
+        if len(present) < len(values) and present and all(map(_is_int, present)):
+            df[name] = pd.array(values, dtype="Int64")
     df.attrs[KNOB_COLUMNS_ATTR] = list(knob_names.values())
     df.attrs[METRIC_COLUMNS_ATTR] = list(metric_cols)
     return df

@@ -157,7 +157,9 @@ def test_cli_end_to_end(sweep, capsys):
     rows = [r for r in sec["Runs"].splitlines() if r.startswith("| ")]
     header = [c.strip() for c in rows[0].strip("|").split("|")]
     assert header[:4] == ["run", "pareto", "rerank.diversity", "model"]
-    assert header[4:6] == [X, Y] and "test/recall@10" in header and "val/ndcg@10" not in header
+    assert (
+        header[4:7] == ["seed", X, Y] and "test/recall@10" in header and "val/ndcg@10" not in header
+    )
     cells = {r.split("|")[1].strip(): [c.strip() for c in r.strip("|").split("|")] for r in rows}
     assert cells["0"][1] == "✓" and cells["1"][1] == "✓" and cells["2"][1] == ""
     assert cells["nested/a"][1] == "" and cells["nested/a"][header.index(Y)] == ""
@@ -184,7 +186,7 @@ def test_cli_out_and_metrics_options(sweep, tmp_path):
     assert main([str(sweep), "--out", str(out), "--metrics", f"{Y}, val/ndcg@10"]) == 0
     md = (out / "report.md").read_text(encoding="utf-8")
     header = next(r for r in md.splitlines() if r.startswith("| run"))
-    assert [c.strip() for c in header.strip("|").split("|")][4:] == [Y, "val/ndcg@10"]
+    assert [c.strip() for c in header.strip("|").split("|")][5:] == [Y, "val/ndcg@10"]
     assert not (sweep / "report").exists()
 
 

@@ -1,0 +1,59 @@
+"""``BaselineModule``: a classic baseline inside divrec's harness.
+
+Same DataModule, split, masking, metrics, re-rankers and run artefacts as the language-model
+models: only :meth:`score` differs. Closed-form baselines (pop, itemknn, ease) are fitted once
+and then validated/tested; pairwise ones (bpr, lightgcn) also train on the same (user, item)
+pairs through Lightning.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from divrec.baselines import build_baseline
+from divrec.models.ranking import RankingModule
+
+
+class BaselineModule(RankingModule):
+    """Wraps a :class:`~divrec.baselines.base.Baseline` named by ``model.name``."""
+
+    def __init__(
+        self,
+        name: str,
+        n_items: int,
+        n_users: int,
+        options: dict | None,
+        evaluation: dict,
+        rerank_cfg: dict | None = None,
+    ) -> None:
+        super().__init__(evaluation, rerank_cfg)
+        self.save_hyperparameters()
+        self.baseline = build_baseline(name, n_users=n_users, n_items=n_items, **(options or {}))
+        self.needs_training = bool(self.baseline.needs_training)
+
+    def attach(self, dm, reference=None) -> None:
+        """Fit the baseline on ``dm``'s training matrix and bind the evaluation tensors."""
+        users, items = dm.train_users.numpy(), dm.train_items.numpy()
+        shape = (len(dm.user_ids), len(dm.catalogue))
+        train = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=shape)
+        train.sum_duplicates()
+        train.data[:] = 1.0
+        self.baseline.fit(train)
+        self.attach_eval(dm, reference)
+
+    def score(self, batch: dict) -> torch.Tensor:
+        return self.baseline.score(batch["user_idx"])
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        # The pairwise loss directly: the inner module's own self.log would be rejected (its
+        # trainer is ours, but it is not the module Lightning's loop is running).
+        b = self.baseline
+        users, pos = batch["user_idx"].long(), batch["item_idx"].long()
+        loss = b.pairwise_loss(users, pos, b.sample_negatives(users, b.n_negatives))
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["user_idx"]))
+        return loss
+
+    def configure_optimizers(self):
+        return self.baseline.configure_optimizers()

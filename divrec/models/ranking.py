@@ -1,0 +1,119 @@
+"""``RankingModule``: the full-catalogue evaluation every model shares (two-tower, baselines).
+
+For each val/test batch: score every item ([B, N]), mask the items the user has seen, take the
+top-M candidates, optionally re-rank them to K (MMR/DPP/xQuAD), and feed the top-K lists to
+the metrics; the test pass also keeps each user's top ``save_topk`` list for
+``recommendations.parquet``. Subclasses implement :meth:`score` only.
+
+Re-rankers and ``ild_emb`` use one fixed, model-independent item space: the frozen pretrained
+encoder's item vectors (``reference_embeddings``), so every model is measured on one scale.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+
+from divrec.metrics import RankingEvaluator, topk_unseen
+
+
+class RankingModule(pl.LightningModule):
+    """Evaluation loop shared by all models. ``evaluation``: the ``eval`` config group;
+    ``rerank_cfg``: the ``rerank`` config group."""
+
+    def __init__(self, evaluation: dict, rerank_cfg: dict | None = None) -> None:
+        super().__init__()
+        self.metric_names = list(evaluation.get("metrics", []))
+        self.ks = sorted(int(k) for k in evaluation.get("ks", [10, 20]))
+        self.save_topk = int(evaluation.get("save_topk", 100))
+        self.rerank_cfg = dict(rerank_cfg or {"name": "none"})
+        self.recommendations: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def attach_eval(self, dm, reference_embeddings: torch.Tensor | None) -> None:
+        """Catalogue tensors for ranking and metrics. ``reference_embeddings``: [N, H]."""
+        cat = dm.catalogue
+        self.register_buffer("categories", cat.category_matrix, persistent=False)
+        hist_cats = torch.zeros(len(dm.user_ids), cat.n_categories)
+        users = torch.repeat_interleave(torch.arange(len(dm.user_ids)), dm.history.indptr.diff())
+        hist_cats.index_add_(0, users, cat.category_matrix[dm.history.indices])
+        user_cats = hist_cats / hist_cats.sum(1, keepdim=True).clamp_min(1e-9)
+        self.register_buffer("user_categories", user_cats, persistent=False)
+        emb = None
+        if reference_embeddings is not None:
+            emb = F.normalize(reference_embeddings.float(), dim=-1)
+        self.register_buffer("reference_embeddings", emb, persistent=False)
+        kw: dict[str, Any] = dict(
+            metrics=self.metric_names,
+            ks=self.ks,
+            category_matrix=cat.category_matrix,
+            popularity=cat.popularity,
+            n_train_users=int((dm.history.indptr.diff() > 0).sum()),
+            user_interests=dm.user_interests,
+            item_embeddings=emb if "ild_emb" in self.metric_names else None,
+        )
+        self.val_metrics = RankingEvaluator(**kw, prefix="val")
+        self.test_metrics = RankingEvaluator(**kw, prefix="test")
+
+    # ------------------------------------------------------------------ scoring
+    def score(self, batch: dict) -> torch.Tensor:
+        """Scores of the batch's users against every item: [B, N]."""
+        raise NotImplementedError
+
+    def on_eval_start(self) -> None:
+        """Hook before a val/test pass (e.g. encode the catalogue once)."""
+
+    def rank(self, scores: torch.Tensor, seen: torch.Tensor, users: torch.Tensor, k: int):
+        """Top-``k`` item indices [B, k] after masking ``seen`` [B, N] and re-ranking."""
+        name = self.rerank_cfg.get("name", "none")
+        if name == "none":
+            return topk_unseen(scores, seen, k)
+        from divrec.rerank import rerank
+
+        return rerank(
+            name,
+            scores.masked_fill(seen, float("-inf")),
+            k,
+            float(self.rerank_cfg.get("diversity", 0.0)),
+            embeddings=self.reference_embeddings,
+            categories=self.categories,
+            user_categories=self.user_categories[users],
+            candidates=self.rerank_cfg.get("candidates", 200),
+        )
+
+    # ------------------------------------------------------------------ loops
+    def on_validation_epoch_start(self) -> None:
+        self.on_eval_start()
+
+    def on_test_epoch_start(self) -> None:
+        self.on_eval_start()
+        self.recommendations = []
+
+    @torch.no_grad()
+    def _eval_step(self, batch: dict, metrics: RankingEvaluator, keep: bool) -> None:
+        scores = self.score(batch).float()
+        k = min(max(self.ks[-1], self.save_topk if keep else 0), scores.shape[1])
+        top = self.rank(scores, batch["seen"], batch["user_idx"], k)
+        metrics.update(top[:, : self.ks[-1]], batch["truth"], batch["user_idx"])
+        if keep:
+            self.recommendations.append(
+                (batch["user_idx"].cpu(), top.cpu(), scores.gather(1, top).cpu())
+            )
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, self.val_metrics, keep=False)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, self.test_metrics, keep=True)
+
+    def _log_eval(self, metrics: RankingEvaluator) -> None:
+        self.log_dict({k: float(v) for k, v in metrics.compute().items()})
+        metrics.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_eval(self.val_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval(self.test_metrics)

@@ -1,0 +1,61 @@
+"""Batched diversity re-rankers: each user's top-M candidates re-ranked to k items.
+
+All re-rankers take ``scores: [users, items]`` (-inf marks seen items, which never enter),
+restrict each user to their top-``candidates`` items (None = all), run on the scores' device
+and return ``[users, k]`` int64 item indices in pick order. ``diversity`` in [0, 1]; 0 is the
+plain top-k by score. Ties: higher relevance, then lower item index (see ``common``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import Tensor
+
+from divrec.errors import ConfigError, DataError
+from divrec.rerank.common import top_k
+from divrec.rerank.dpp import dpp
+from divrec.rerank.mmr import mmr
+from divrec.rerank.xquad import xquad
+
+# name -> re-ranker; signatures differ by the side information each needs (see ``rerank``).
+RERANKERS: dict[str, Callable[..., Tensor]] = {
+    "none": top_k,
+    "mmr": mmr,
+    "dpp": dpp,
+    "xquad": xquad,
+}
+
+
+def rerank(
+    name: str,
+    scores: Tensor,
+    k: int,
+    diversity: float,
+    embeddings: Tensor | None = None,
+    categories: Tensor | None = None,
+    user_categories: Tensor | None = None,
+    candidates: int | None = None,
+) -> Tensor:
+    """Dispatch to the re-ranker ``name`` ("none", "mmr", "dpp", "xquad"); returns ``[B, k]``.
+
+    "none" ignores ``diversity`` and returns the top-k; "mmr"/"dpp" need ``embeddings``;
+    "xquad" needs ``categories`` and ``user_categories``.
+    """
+    if name not in RERANKERS:
+        raise ConfigError(
+            f"rerank.name: unknown re-ranker {name!r}; choose one of {sorted(RERANKERS)}"
+        )
+    fn = RERANKERS[name]
+    if name == "none":
+        return fn(scores, k, candidates=candidates)
+    if name in ("mmr", "dpp"):
+        if embeddings is None:
+            raise DataError(f"rerank: {name} needs item embeddings, none were given")
+        return fn(scores, embeddings, k, diversity, candidates=candidates)
+    if categories is None or user_categories is None:
+        raise DataError("rerank: xquad needs item categories and user_categories")
+    return fn(scores, categories, k, diversity, user_categories, candidates=candidates)
+
+
+__all__ = ["RERANKERS", "dpp", "mmr", "rerank", "top_k", "xquad"]

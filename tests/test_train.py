@@ -1,0 +1,66 @@
+"""End-to-end runs through Hydra's compose API on the tiny BERT and a small shop_sim."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from divrec.train import train
+
+
+def _metrics(run: Path) -> dict:
+    return json.loads((run / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("finetune", ["frozen", "top_layers", "lora", "full"])
+def test_one_run_per_finetune_mode(compose, tmp_path, finetune):
+    cfg = compose(f"model.encoder.finetune={finetune}", "trainer.limit_train_batches=2")
+    value = train(cfg)
+    run = tmp_path / "run"
+    m = _metrics(run)
+    assert m["meta"]["status"] == "ok"
+    assert math.isfinite(value) and value == pytest.approx(m["best/val/ndcg@10"])
+    for key in ("test/ndcg@10", "test/recall@20", "test/ild_cat@10", "test/gini@10"):
+        assert m[key] is not None and 0.0 <= m[key] <= 1.0, key
+    assert (run / "recommendations.parquet").exists()
+
+
+def test_recommendations_reproduce_logged_ndcg(compose, tmp_path):
+    """Recompute NDCG@10 from recommendations.parquet and the saved test split alone."""
+    train(compose())
+    run = tmp_path / "run"
+    recs = pd.read_parquet(run / "recommendations.parquet")
+    test = pd.read_parquet(run / "split" / "test.parquet")
+    truth = test.groupby("user_id")["item_id"].apply(set).to_dict()
+    assert recs.groupby("user_id")["rank"].max().eq(100).all()
+    seen = pd.concat([pd.read_parquet(run / "split" / f"{p}.parquet") for p in ("train", "valid")])
+    seen_pairs = set(zip(seen["user_id"], seen["item_id"], strict=True))
+    assert not any((u, i) in seen_pairs for u, i in zip(recs.user_id, recs.item_id, strict=True))
+    ndcgs = []
+    for user, items in truth.items():
+        top = recs[recs.user_id == user].sort_values("rank").item_id.tolist()[:10]
+        dcg = sum(1.0 / np.log2(r + 2) for r, i in enumerate(top) if i in items)
+        idcg = sum(1.0 / np.log2(r + 2) for r in range(min(len(items), 10)))
+        ndcgs.append(dcg / idcg)
+    assert float(np.mean(ndcgs)) == pytest.approx(_metrics(run)["test/ndcg@10"], abs=1e-5)
+
+
+def test_second_run_reuses_caches(compose, tmp_path):
+    cache = tmp_path / "fresh-cache"
+    train(compose(cache=cache))
+    first = _metrics(tmp_path / "run")["meta"]["data_stats"]
+    assert first["cache/embeddings_hit"] is False and first["cache/tokens_hit"] is False
+    train(compose(cache=cache))
+    second = _metrics(tmp_path / "run")["meta"]["data_stats"]
+    assert second["cache/embeddings_hit"] is True and second["cache/tokens_hit"] is True
+
+
+def test_history_tower_with_id_embeddings(compose, tmp_path):
+    train(compose("model.user_tower=history", "model.id_embeddings=true"))
+    m = _metrics(tmp_path / "run")
+    assert m["meta"]["status"] == "ok" and m["test/ndcg@10"] is not None
