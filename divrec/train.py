@@ -28,157 +28,36 @@ from divrec.artifacts import (
     write_metrics,
     write_recommendations,
 )
+from divrec.build import build_datamodule, build_module, precision
 from divrec.data.datamodule import RecDataModule
-from divrec.errors import ConfigError, DivrecError
-from divrec.models.module import RecModule
-from divrec.models.ranking import RankingModule
+from divrec.errors import DivrecError
 from divrec.wandb_utils import finish_wandb, log_recommendation_table
 
 log = logging.getLogger(__name__)
 
 
-def build_datamodule(cfg: DictConfig) -> RecDataModule:
-    """Instantiate ``cfg.data`` into a set-up ``RecDataModule``."""
-    dm: RecDataModule = instantiate(cfg.data, _convert_="all")
-    dm.prepare_data()
-    dm.setup()
-    return dm
-
-
-def build_module(cfg: DictConfig, dm: RecDataModule) -> RankingModule:
-    """The LightningModule for ``cfg.model`` (two-tower or baseline), attached to ``dm``."""
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    kind = model_cfg.pop("kind", "two_tower")
-    cache_cfg = model_cfg.pop("cache", {}) or {}
-    evaluation = OmegaConf.to_container(cfg.eval, resolve=True)
-    rerank_cfg = OmegaConf.to_container(cfg.rerank, resolve=True)
-    sizes = {"n_items": len(dm.catalogue), "n_users": len(dm.user_ids)}
-    if kind == "baseline":
-        from divrec.baselines.module import BaselineModule
-
-        module = BaselineModule(
-            model_cfg["name"],
-            **sizes,
-            options=model_cfg.get("options"),
-            evaluation=evaluation,
-            rerank_cfg=rerank_cfg,
-        )
-        ref = reference_embeddings(cfg, dm, cache_cfg) if _needs_reference(cfg) else None
-        module.attach(dm, ref)
-        return module
-    if kind != "two_tower":
-        raise ConfigError(f"model.kind: '{kind}' unknown; use two_tower or baseline")
-    module = RecModule(
-        model={**model_cfg, **sizes},
-        loss=OmegaConf.to_container(cfg.loss, resolve=True),
-        optim=OmegaConf.to_container(cfg.optim, resolve=True),
-        evaluation=evaluation,
-        rerank_cfg=rerank_cfg,
-    )
-    item_base = user_base = ref = None
-    if module.net.frozen:
-        item_base, user_base = frozen_bases(module, dm, cfg, cache_cfg)
-        if module.net.item_encoder.pooling == "mean":
-            ref = item_base
-    if ref is None and _needs_reference(cfg):
-        ref = reference_embeddings(cfg, dm, cache_cfg)
-    module.attach(dm, item_base, user_base, ref)
-    return module
-
-
-def _needs_reference(cfg: DictConfig) -> bool:
-    return cfg.rerank.get("name", "none") in ("mmr", "dpp") or "ild_emb" in cfg.eval.metrics
-
-
-def _cache(cfg: DictConfig):
-    from divrec.models.embed_cache import EmbeddingCache
-
-    return EmbeddingCache(Path(cfg.paths.cache_dir) / "embeddings")
-
-
-def reference_embeddings(cfg: DictConfig, dm: RecDataModule, cache_cfg: dict) -> torch.Tensor:
-    """The frozen pretrained encoder's mean-pooled item vectors [N, H] (the shared item space
-    of re-rankers and ``ild_emb``), from the embedding cache."""
-    from divrec.models.embed_cache import cached_pooled_embeddings
-    from divrec.models.encoder import TextEncoder
-
-    enc_cfg = cfg.model.encoder
-    encoder = TextEncoder(
-        enc_cfg.pretrained,
-        pooling="mean",
-        finetune="frozen",
-        trust_remote_code=bool(enc_cfg.get("trust_remote_code", False)),
-    )
-    ref, _ = cached_pooled_embeddings(
-        _cache(cfg),
-        encoder,
-        dm.item_tokens.input_ids,
-        dm.item_tokens.attention_mask,
-        name="items",
-        batch_size=int(cache_cfg.get("batch_size", 128)),
-        device=_device(),
-        bf16=bool(cache_cfg.get("bf16", True)),
-    )
-    return ref
-
-
-def _device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def frozen_bases(module: RecModule, dm: RecDataModule, cfg: DictConfig, cache_cfg: dict):
-    """Pooled backbone vectors for all items (and user texts), from the on-disk cache."""
-    from divrec.models.embed_cache import cached_pooled_embeddings
-
-    cache = _cache(cfg)
-    device = _device()
-    bf16 = bool(cache_cfg.get("bf16", True))
-    bs = int(cache_cfg.get("batch_size", 128))
-    t0 = time.perf_counter()
-    item_base, hit_i = cached_pooled_embeddings(
-        cache,
-        module.net.item_encoder,
-        dm.item_tokens.input_ids,
-        dm.item_tokens.attention_mask,
-        name="items",
-        batch_size=bs,
-        device=device,
-        bf16=bf16,
-    )
-    user_base, hit_u = None, True
-    if module.net.user_tower == "text":
-        user_base, hit_u = cached_pooled_embeddings(
-            cache,
-            module.net.user_encoder,
-            dm.user_tokens.input_ids,
-            dm.user_tokens.attention_mask,
-            name="users",
-            batch_size=bs,
-            device=device,
-            bf16=bf16,
-        )
-    dt = time.perf_counter() - t0
-    dm.stats["cache/embeddings_hit"] = bool(hit_i and hit_u)
-    dm.stats["cache/embeddings_seconds"] = round(dt, 2)
-    log.info(
-        "frozen embeddings %s in %.1f s", "reused from cache" if hit_i and hit_u else "computed", dt
-    )
-    return item_base, user_base
-
-
-def _precision(cfg: DictConfig) -> Any:
-    if cfg.trainer.get("precision") is not None:
-        return cfg.trainer.precision
-    gpu = cfg.trainer.get("accelerator") in ("gpu", "cuda") or (
-        cfg.trainer.get("accelerator") == "auto" and torch.cuda.is_available()
-    )
-    return "bf16-mixed" if gpu else "32-true"
-
-
-def _instantiate_dict(node: DictConfig | None) -> list:
+def _instantiate_dict(node: DictConfig | None, **kwargs: Any) -> list:
     if not node:
         return []
-    return [instantiate(v) for v in node.values() if v is not None and "_target_" in v]
+    return [instantiate(v, **kwargs) for v in node.values() if v is not None and "_target_" in v]
+
+
+def eval_points(cfg: DictConfig) -> list[tuple[str, dict, dict]]:
+    """(sub-folder, rerank config, knobs) for each evaluation of the trained model.
+
+    Without ``rerank_sweep`` there is one point (the run folder itself). With it, each value
+    of ``rerank_sweep.values`` for ``rerank.<rerank_sweep.key>`` is its own sub-run: same
+    trained weights, re-ranked and evaluated again (no retraining).
+    """
+    base = OmegaConf.to_container(cfg.rerank, resolve=True)
+    sweep = cfg.get("rerank_sweep")
+    if not sweep:
+        return [("", base, {})]
+    key = sweep.get("key", "diversity")
+    return [
+        (f"{key}={v}", {**base, key: v}, {f"rerank.{key}": v, "rerank.name": base["name"]})
+        for v in sweep["values"]
+    ]
 
 
 def train(cfg: DictConfig) -> float:
@@ -197,16 +76,15 @@ def train(cfg: DictConfig) -> float:
     loggers = _instantiate_dict(cfg.get("logger"))
     callbacks = _instantiate_dict(cfg.get("callbacks"))
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, logger=loggers or False, callbacks=callbacks, precision=_precision(cfg)
+        cfg.trainer, logger=loggers or False, callbacks=callbacks, precision=precision(cfg)
     )
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         lg.log_hyperparams({f"data/{k}": v for k, v in dm.stats.items()})
 
-    ckpt_path = _resume_path(cfg, out)
     trains = getattr(module, "needs_training", True)
     if cfg.train and trains:
-        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+        trainer.fit(module, datamodule=dm, ckpt_path=_resume_path(cfg, out))
     elif cfg.train:  # closed-form baseline: fitted in attach(); validate for model selection
         trainer.validate(module, datamodule=dm)
     ckpt_cb = trainer.checkpoint_callback if trains else None
@@ -216,35 +94,72 @@ def train(cfg: DictConfig) -> float:
         if ckpt_cb is not None and ckpt_cb.best_model_score is not None
         else float("nan")
     )
-    metrics: dict[str, Any] = {
-        k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")
-    }
-    if cfg.test:
-        trainer.test(module, datamodule=dm, ckpt_path=best or None, weights_only=True)
-        metrics.update(
-            {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-        )
+    # Weights to evaluate: the best checkpoint, or a given one when train=false.
+    test_ckpt = best or (None if cfg.train else _resume_path(cfg, out))
+    fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     if ckpt_cb is not None and ckpt_cb.monitor:
-        metrics[f"best/{ckpt_cb.monitor}"] = val_best
+        fit_metrics[f"best/{ckpt_cb.monitor}"] = val_best
 
-    if trainer.is_global_zero:
-        recs = recommendations_frame(module.recommendations, dm.user_ids, dm.catalogue.item_ids)
+    points = eval_points(cfg)
+    results: list[dict[str, Any]] = []
+    for i, (sub, rerank_cfg, knobs) in enumerate(points):
+        folder = out / sub if sub else out
+        module.rerank_cfg = rerank_cfg
+        if sub:  # each sweep value is its own logged run
+            finish_wandb()
+            name = f"{out.name}-{sub}"
+            trainer.loggers = _instantiate_dict(
+                cfg.get("logger"), save_dir=str(folder), **_wandb_name(cfg, name)
+            )
+        ckpt = test_ckpt if i == 0 else None
+        metrics = dict(fit_metrics)
+        if sub and cfg.test:
+            trainer.validate(
+                module, datamodule=dm, ckpt_path=ckpt, weights_only=True, verbose=False
+            )
+            ckpt = None
+            metrics.update(_prefixed(trainer, "val/"))
         if cfg.test:
-            write_recommendations(out / "recommendations.parquet", recs)
-        meta = run_meta(cfg, dm, t0, status="ok")
-        meta["best_checkpoint"] = best
-        write_metrics(out / "metrics.json", metrics, meta)
-        log_recommendation_table(loggers, recs, dm)
+            trainer.test(module, datamodule=dm, ckpt_path=ckpt, weights_only=True, verbose=not sub)
+            metrics.update(_prefixed(trainer, "test/"))
+        if trainer.is_global_zero:
+            _write_run(cfg, folder, module, dm, metrics, t0, knobs, best, trainer.loggers)
+        results.append(metrics)
+    if len(points) > 1:
+        finish_wandb()
     log.info("run folder: %s", out)
-    target = metrics.get(cfg.optimized_metric, val_best)
-    if (
-        cfg.optimized_metric.startswith("val/")
-        and not math.isnan(val_best)
-        and ckpt_cb is not None
-        and ckpt_cb.monitor == cfg.optimized_metric
-    ):
+    target = results[0].get(cfg.optimized_metric, float("nan"))
+    if ckpt_cb is not None and ckpt_cb.monitor == cfg.optimized_metric and not math.isnan(val_best):
         target = val_best
     return float(target)
+
+
+def _prefixed(trainer: pl.Trainer, prefix: str) -> dict[str, float]:
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(prefix)}
+
+
+def _wandb_name(cfg: DictConfig, name: str) -> dict[str, Any]:
+    return {"name": name} if "wandb" in (cfg.get("logger") or {}) else {}
+
+
+def _write_run(cfg, folder: Path, module, dm, metrics, t0, knobs, best, loggers) -> None:
+    """metrics.json, recommendations.parquet and the W&B table of one evaluated run."""
+    recs = recommendations_frame(
+        module.recommendations,
+        dm.user_ids,
+        dm.catalogue.item_ids,
+        because=getattr(module, "because", None) or None,
+    )
+    if cfg.test:
+        write_recommendations(folder / "recommendations.parquet", recs)
+    meta = run_meta(cfg, dm, t0, status="ok")
+    meta["best_checkpoint"] = best
+    if knobs:
+        meta["knobs"] = {**meta.get("knobs", {}), **knobs}
+        meta["overrides"] = [*meta["overrides"], *(f"{k}={v}" for k, v in knobs.items())]
+        meta["run_name"] = f"{Path(cfg.paths.output_dir).name}/{folder.name}"
+    write_metrics(folder / "metrics.json", metrics, meta)
+    log_recommendation_table(list(loggers), recs, dm)
 
 
 def _resume_path(cfg: DictConfig, out: Path) -> str | None:

@@ -169,6 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+HEADLINE = ("recall", "ndcg", "ild_cat", "cat_coverage", "item_coverage", "alpha_ndcg", "novelty")
+
+
 def _check_metrics(df: pd.DataFrame, x: str, y: str, metrics: Sequence[str] | None) -> list[str]:
     """Validate metric names against the runs; return the metric columns to show."""
     available = metric_columns(df)
@@ -183,8 +186,11 @@ def _check_metrics(df: pd.DataFrame, x: str, y: str, metrics: Sequence[str] | No
         )
     if metrics:
         return list(dict.fromkeys(metrics))
+    # Default: x, y and a few headline metrics at x's split and cut-off (the CSV has all).
     prefix = x.split("/", 1)[0] + "/" if "/" in x else ""
-    return list(dict.fromkeys([x, y, *(m for m in available if m.startswith(prefix))]))
+    cut = "@" + x.rsplit("@", 1)[1] if "@" in x else ""
+    headline = [f"{prefix}{m}{cut}" for m in HEADLINE]
+    return list(dict.fromkeys([x, y, *(m for m in headline if m in available)]))
 
 
 def _print_console(result: dict[str, Any]) -> None:

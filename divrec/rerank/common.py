@@ -14,7 +14,11 @@ matvec over the (re-gathered) candidates of just those users, so results never d
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -29,6 +33,41 @@ _GPU_BLOCK_BYTES = 1 << 30
 # Bytes of per-chunk state ([users, T, M] similarities etc.) before users are split in chunks.
 _CPU_CHUNK_BYTES = 256 << 20
 _GPU_CHUNK_BYTES = 4 << 30
+
+# Intra-op threads on CPU while a re-ranker runs (None: keep torch's setting). The re-rankers
+# issue hundreds of mid-sized parallel ops; with 2 threads on a busy 2-core machine each op's
+# barrier can wait a scheduler time slice (measured 0.17 s idle -> 2-3 s under load), while one
+# thread is ~1.5x slower when idle but degrades gracefully. Raise it on a dedicated machine.
+CPU_THREADS: int | None = 1
+
+
+@contextlib.contextmanager
+def cpu_threads(device: torch.device) -> Iterator[None]:
+    """Cap torch's intra-op threads at ``CPU_THREADS`` on CPU for the duration (restored)."""
+    before = torch.get_num_threads()
+    if device.type != "cpu" or CPU_THREADS is None or before <= CPU_THREADS:
+        yield
+        return
+    torch.set_num_threads(CPU_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+_F = TypeVar("_F", bound=Callable[..., Tensor])
+
+
+def limit_cpu_threads(fn: _F) -> _F:
+    """Decorator: run a re-ranker (first argument ``scores``) under :func:`cpu_threads`."""
+
+    @functools.wraps(fn)
+    def wrapper(scores, *args, **kwargs):
+        device = scores.device if isinstance(scores, Tensor) else torch.device("cpu")
+        with cpu_threads(device):
+            return fn(scores, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def check_diversity(diversity: float) -> float:
@@ -166,6 +205,7 @@ def require_valid(valid: Tensor, k: int) -> None:
         )
 
 
+@limit_cpu_threads
 def top_k(scores: Tensor, k: int, candidates: int | None = None) -> Tensor:
     """Plain relevance order: ``[B, k]`` item indices of the highest scores (tie rule applies).
 

@@ -33,6 +33,7 @@ from divrec.rerank.common import (
     check_embeddings,
     check_scores,
     compute_dtype,
+    limit_cpu_threads,
     require_valid,
     select_candidates,
     speculative_rows,
@@ -45,6 +46,7 @@ DPP_EPS = 1e-6
 STD_EPS = float(torch.finfo(torch.float32).eps)
 
 
+@limit_cpu_threads
 def dpp(
     scores: Tensor,
     embeddings: Tensor,
@@ -77,7 +79,7 @@ def dpp(
         emb = embeddings if embeddings.dim() == 2 else embeddings[chunk]
         pos = _dpp_positions(vals[chunk].to(dtype), valid[chunk], emb, idx[chunk], k, beta)
         out.append(idx[chunk].gather(1, pos))
-    return torch.cat(out)
+    return torch.cat(out) if out else idx[:, :k]
 
 
 def quality(vals: Tensor, valid: Tensor, beta: float) -> Tensor:

@@ -19,6 +19,7 @@ from divrec.rerank.common import (
     check_embeddings,
     check_scores,
     compute_dtype,
+    limit_cpu_threads,
     require_valid,
     select_candidates,
     speculative_rows,
@@ -26,6 +27,7 @@ from divrec.rerank.common import (
 )
 
 
+@limit_cpu_threads
 def mmr(
     scores: Tensor,
     embeddings: Tensor,
@@ -54,7 +56,7 @@ def mmr(
         emb = embeddings if embeddings.dim() == 2 else embeddings[chunk]
         pos = _mmr_positions(vals[chunk].to(dtype), valid[chunk], emb, idx[chunk], k, lam)
         out.append(idx[chunk].gather(1, pos))
-    return torch.cat(out)
+    return torch.cat(out) if out else idx[:, :k]
 
 
 def _mmr_positions(

@@ -26,6 +26,7 @@ from divrec.rerank.common import (
     check_diversity,
     check_scores,
     compute_dtype,
+    limit_cpu_threads,
     require_valid,
     select_candidates,
     user_chunks,
@@ -55,6 +56,7 @@ def _check_categories(categories: Tensor, user_categories: Tensor, n_users: int,
         raise DataError("rerank: user_categories must be finite and non-negative")
 
 
+@limit_cpu_threads
 def xquad(
     scores: Tensor,
     categories: Tensor,
@@ -86,7 +88,7 @@ def xquad(
         cand_cats = cats[idx[chunk]].transpose(1, 2).contiguous()  # [b, C, M]
         pos = _xquad_positions(rel, valid[chunk], cand_cats, users_p[chunk], k, lam)
         out.append(idx[chunk].gather(1, pos))
-    return torch.cat(out)
+    return torch.cat(out) if out else idx[:, :k]
 
 
 def _minmax(vals: Tensor, valid: Tensor) -> Tensor:

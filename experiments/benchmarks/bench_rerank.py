@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from divrec.rerank import dpp, mmr, xquad
+from divrec.rerank import common, dpp, mmr, xquad
 
 N_ITEMS, DIM, N_USERS, CANDIDATES, K, N_SEEN, N_CATEGORIES = 10_000, 384, 1_024, 500, 10, 50, 20
 
@@ -78,9 +78,25 @@ def pyversity_loop(
     return out
 
 
-def run(device: str = "cpu", diversity: float = 0.5) -> list[dict]:
-    """Time ours vs the pyversity loop for MMR and DPP (plus ours-only xQuAD); one dict each."""
+def run(device: str = "cpu", diversity: float = 0.5, cpu_threads: int | None = 1) -> list[dict]:
+    """Time ours vs the pyversity loop for MMR and DPP (plus ours-only xQuAD); one dict each.
+
+    ``cpu_threads``: torch intra-op threads for ours on CPU (``common.CPU_THREADS``; None =
+    torch's setting). pyversity (numpy) runs single-threaded either way.
+    """
+    before = common.CPU_THREADS
+    common.CPU_THREADS = cpu_threads
+    try:
+        return _run(device, diversity)
+    finally:
+        common.CPU_THREADS = before
+
+
+def _run(device: str, diversity: float) -> list[dict]:
     data = build(device)
+    threads = torch.get_num_threads()
+    if device == "cpu" and common.CPU_THREADS is not None:
+        threads = min(threads, common.CPU_THREADS)
     scores, emb = data["scores"], data["embeddings"]
     scores_np, emb_np = scores.cpu().numpy(), emb.cpu().numpy()
     flops = 2.0 * K * CANDIDATES * DIM * N_USERS
@@ -93,6 +109,7 @@ def run(device: str = "cpu", diversity: float = 0.5) -> list[dict]:
             {
                 "method": name,
                 "device": device,
+                "threads": threads,
                 "ours_s": ours_s,
                 "pyversity_s": base_s,
                 "speedup": base_s / ours_s,
@@ -106,26 +123,35 @@ def run(device: str = "cpu", diversity: float = 0.5) -> list[dict]:
         {
             "method": "xquad",
             "device": device,
+            "threads": threads,
             "ours_s": ours_s,
-            "pyversity_s": float("nan"),
-            "speedup": float("nan"),
-            "gflops": float("nan"),
-            "agreement": float("nan"),
+            "pyversity_s": None,
+            "speedup": None,
+            "gflops": None,
+            "agreement": None,
         }
     )
     return rows
 
 
 def format_table(rows: list[dict]) -> str:
-    """Plain-text table of ``run`` results."""
-    head = f"{'method':<7}{'device':<8}{'ours s':>9}{'pyversity s':>13}{'speed-up':>10}"
-    head += f"{'GFLOP/s':>9}{'agree %':>9}"
-    lines = [head, "-" * len(head)]
+    """Plain-text table of ``run`` results ("-" where there is no pyversity baseline)."""
+    cols = [
+        ("method", "method", "{}"),
+        ("device", "device", "{}"),
+        ("threads", "threads", "{}"),
+        ("ours s", "ours_s", "{:.3f}"),
+        ("pyversity s", "pyversity_s", "{:.3f}"),
+        ("speed-up", "speedup", "{:.2f}x"),
+        ("GFLOP/s", "gflops", "{:.2f}"),
+        ("agree %", "agreement", "{:.1%}"),
+    ]
+    table = [[title for title, _, _ in cols]]
     for r in rows:
-        lines.append(
-            f"{r['method']:<7}{r['device']:<8}{r['ours_s']:>9.3f}{r['pyversity_s']:>13.3f}"
-            f"{r['speedup']:>9.2f}x{r['gflops']:>9.2f}{100 * r['agreement']:>9.1f}"
-        )
+        table.append(["-" if r[key] is None else fmt.format(r[key]) for _, key, fmt in cols])
+    widths = [max(len(line[i]) for line in table) + 2 for i in range(len(cols))]
+    lines = ["".join(cell.rjust(w) for cell, w in zip(line, widths)) for line in table]
+    lines.insert(1, "-" * sum(widths))
     return "\n".join(lines)
 
 
@@ -134,12 +160,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--diversity", type=float, default=0.5)
-    args = parser.parse_args(argv)
-    print(
-        f"N={N_ITEMS} d={DIM} B={N_USERS} M={CANDIDATES} k={K} diversity={args.diversity} "
-        f"torch threads={torch.get_num_threads()}"
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads for ours; 0 = torch's setting"
     )
-    print(format_table(run(args.device, args.diversity)))
+    args = parser.parse_args(argv)
+    print(f"N={N_ITEMS} d={DIM} B={N_USERS} M={CANDIDATES} k={K} diversity={args.diversity}")
+    print(format_table(run(args.device, args.diversity, args.threads or None)))
 
 
 if __name__ == "__main__":

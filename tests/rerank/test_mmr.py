@@ -151,3 +151,24 @@ def test_candidate_selection_follows_tie_rule(monkeypatch, torch_topk):
             assert idx[u, : len(expected)].tolist() == expected
             assert valid[u].sum() == len(expected)
             assert torch.equal(vals[u], scores[u, idx[u]])
+
+
+def test_cpu_thread_cap_is_restored():
+    scores, emb = random_case(0)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        mmr(scores, emb, 5, 0.5)
+        assert torch.get_num_threads() == 2
+        with pytest.raises(ConfigError):
+            mmr(scores, emb, 5, 2.0)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_no_users_gives_empty_result():
+    scores, emb = random_case(0)
+    for name in ("none", "mmr", "dpp"):
+        got = rerank(name, scores[:0], 5, 0.5, embeddings=emb)
+        assert got.shape == (0, 5) and got.dtype == torch.long

@@ -1,0 +1,161 @@
+"""Construction of a run's parts from a composed config: data module, model, caches.
+
+``build_datamodule`` and ``build_module`` are what ``train`` and ``divrec.recommend`` share;
+``reference_embeddings`` is the frozen encoder's item space used by re-rankers and ILD.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from divrec.data.datamodule import RecDataModule
+from divrec.errors import ConfigError
+from divrec.models.module import RecModule
+from divrec.models.ranking import RankingModule
+
+log = logging.getLogger(__name__)
+
+
+def build_datamodule(cfg: DictConfig) -> RecDataModule:
+    """Instantiate ``cfg.data`` into a set-up ``RecDataModule``."""
+    dm: RecDataModule = instantiate(cfg.data, _convert_="all")
+    dm.prepare_data()
+    dm.setup()
+    return dm
+
+
+def build_module(cfg: DictConfig, dm: RecDataModule) -> RankingModule:
+    """The LightningModule for ``cfg.model`` (two-tower or baseline), attached to ``dm``."""
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    kind = model_cfg.pop("kind", "two_tower")
+    cache_cfg = model_cfg.pop("cache", {}) or {}
+    evaluation = OmegaConf.to_container(cfg.eval, resolve=True)
+    rerank_cfg = OmegaConf.to_container(cfg.rerank, resolve=True)
+    sizes = {"n_items": len(dm.catalogue), "n_users": len(dm.user_ids)}
+    if kind == "baseline":
+        from divrec.baselines.module import BaselineModule
+
+        module = BaselineModule(
+            model_cfg["name"],
+            **sizes,
+            options=model_cfg.get("options"),
+            evaluation=evaluation,
+            rerank_cfg=rerank_cfg,
+        )
+        ref = reference_embeddings(cfg, dm, cache_cfg) if _needs_reference(cfg) else None
+        module.attach(dm, ref)
+        return module
+    if kind != "two_tower":
+        raise ConfigError(f"model.kind: '{kind}' unknown; use two_tower or baseline")
+    module = RecModule(
+        model={**model_cfg, **sizes},
+        loss=OmegaConf.to_container(cfg.loss, resolve=True),
+        optim=OmegaConf.to_container(cfg.optim, resolve=True),
+        evaluation=evaluation,
+        rerank_cfg=rerank_cfg,
+    )
+    item_base = user_base = ref = None
+    if module.net.frozen:
+        item_base, user_base = frozen_bases(module, dm, cfg, cache_cfg)
+        if module.net.item_encoder.pooling == "mean":
+            ref = item_base
+    if ref is None and _needs_reference(cfg):
+        ref = reference_embeddings(cfg, dm, cache_cfg)
+    module.attach(dm, item_base, user_base, ref)
+    return module
+
+
+def _needs_reference(cfg: DictConfig) -> bool:
+    return cfg.rerank.get("name", "none") in ("mmr", "dpp") or "ild_emb" in cfg.eval.metrics
+
+
+def _cache(cfg: DictConfig):
+    from divrec.models.embed_cache import EmbeddingCache
+
+    return EmbeddingCache(Path(cfg.paths.cache_dir) / "embeddings")
+
+
+def reference_embeddings(cfg: DictConfig, dm: RecDataModule, cache_cfg: dict) -> torch.Tensor:
+    """The frozen pretrained encoder's mean-pooled item vectors [N, H] (the shared item space
+    of re-rankers and ``ild_emb``), from the embedding cache."""
+    from divrec.models.embed_cache import cached_pooled_embeddings
+    from divrec.models.encoder import TextEncoder
+
+    enc_cfg = cfg.model.encoder
+    encoder = TextEncoder(
+        enc_cfg.pretrained,
+        pooling="mean",
+        finetune="frozen",
+        trust_remote_code=bool(enc_cfg.get("trust_remote_code", False)),
+    )
+    ref, _ = cached_pooled_embeddings(
+        _cache(cfg),
+        encoder,
+        dm.item_tokens.input_ids,
+        dm.item_tokens.attention_mask,
+        name="items",
+        batch_size=int(cache_cfg.get("batch_size", 128)),
+        device=_device(),
+        bf16=bool(cache_cfg.get("bf16", True)),
+    )
+    return ref
+
+
+def _device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def frozen_bases(module: RecModule, dm: RecDataModule, cfg: DictConfig, cache_cfg: dict):
+    """Pooled backbone vectors for all items (and user texts), from the on-disk cache."""
+    from divrec.models.embed_cache import cached_pooled_embeddings
+
+    cache = _cache(cfg)
+    device = _device()
+    bf16 = bool(cache_cfg.get("bf16", True))
+    bs = int(cache_cfg.get("batch_size", 128))
+    t0 = time.perf_counter()
+    item_base, hit_i = cached_pooled_embeddings(
+        cache,
+        module.net.item_encoder,
+        dm.item_tokens.input_ids,
+        dm.item_tokens.attention_mask,
+        name="items",
+        batch_size=bs,
+        device=device,
+        bf16=bf16,
+    )
+    user_base, hit_u = None, True
+    if module.net.user_tower == "text":
+        user_base, hit_u = cached_pooled_embeddings(
+            cache,
+            module.net.user_encoder,
+            dm.user_tokens.input_ids,
+            dm.user_tokens.attention_mask,
+            name="users",
+            batch_size=bs,
+            device=device,
+            bf16=bf16,
+        )
+    dt = time.perf_counter() - t0
+    dm.stats["cache/embeddings_hit"] = bool(hit_i and hit_u)
+    dm.stats["cache/embeddings_seconds"] = round(dt, 2)
+    log.info(
+        "frozen embeddings %s in %.1f s", "reused from cache" if hit_i and hit_u else "computed", dt
+    )
+    return item_base, user_base
+
+
+def precision(cfg: DictConfig) -> Any:
+    if cfg.trainer.get("precision") is not None:
+        return cfg.trainer.precision
+    gpu = cfg.trainer.get("accelerator") in ("gpu", "cuda") or (
+        cfg.trainer.get("accelerator") == "auto" and torch.cuda.is_available()
+    )
+    return "bf16-mixed" if gpu else "32-true"
