@@ -59,11 +59,13 @@ def compose(tiny_model_dir, shared_cache, tmp_path):
     from hydra import initialize_config_dir
 
     def _compose(*overrides: str, cache: Path | None = None):
+        baseline = any(o.startswith("model=") and o != "model=two_tower" for o in overrides)
+        tiny = [o for o in TINY_OVERRIDES if not (baseline and o.startswith("model.head_hidden"))]
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
             return hydra_compose(
                 config_name="train",
                 overrides=[
-                    *TINY_OVERRIDES,
+                    *tiny,
                     f"model.encoder.pretrained={tiny_model_dir}",
                     f"paths.output_dir={tmp_path / 'run'}",
                     f"paths.cache_dir={cache or shared_cache}",

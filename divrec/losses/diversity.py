@@ -86,17 +86,22 @@ class ILS(DiversityTerm):
     ``detach_embeddings=False``, in which case the term also pushes embeddings apart).
     ``similarity="category"``: Jaccard similarity of ``cand_cats`` rows (1 iff identical
     category sets, 0 if disjoint or either item has no category).
-    Note the sum is not normalised by ``sum_{i != j} p_ui p_uj``: besides spreading mass over
-    dissimilar items it also rewards concentrating mass, which the relevance loss does anyway.
+    ``normalize=True`` (default) divides each user's sum by ``sum_{i != j} p_ui p_uj``: the
+    expected similarity of two *distinct* items drawn from p. The raw sum is also minimised by
+    putting all mass on one item (a one-item "list" has no pairs), which works against
+    diversity; the normalised form is only lowered by spreading mass over dissimilar items.
     """
 
-    def __init__(self, similarity: str = "embedding", detach_embeddings: bool = True) -> None:
+    def __init__(
+        self, similarity: str = "embedding", detach_embeddings: bool = True, normalize: bool = True
+    ) -> None:
         if similarity not in ("embedding", "category"):
             raise ConfigError(
                 f"ILS: similarity must be 'embedding' or 'category', got {similarity!r}"
             )
         self.similarity = similarity
         self.detach_embeddings = bool(detach_embeddings)
+        self.normalize = bool(normalize)
         self.needs_embeddings = similarity == "embedding"
         self.needs_categories = similarity == "category"
 
@@ -111,7 +116,10 @@ class ILS(DiversityTerm):
         p = torch.softmax(logits, dim=1)  # [B, C]
         sim = sim.to(p.dtype)
         off = sim - torch.diag_embed(sim.diagonal())  # exclude i == j pairs
-        return ((p @ off) * p).sum(dim=1).mean()
+        ils = ((p @ off) * p).sum(dim=1)  # [B]
+        if self.normalize:  # sum_{i != j} p_i p_j = 1 - sum_i p_i^2
+            ils = ils / (1.0 - (p * p).sum(dim=1)).clamp_min(EPS)
+        return ils.mean()
 
 
 class CategoryEntropy(DiversityTerm):

@@ -1,7 +1,15 @@
 """``RecModule``: the LightningModule that trains the two towers.
 
 Loss = relevance (in-batch sampled softmax with logQ correction, or BPR) + lambda * diversity
-term; evaluation is inherited from :class:`~divrec.models.ranking.RankingModule`.
+term; evaluation is inherited from :class:`~divrec.models.ranking.RankingModule`, with
+full-catalogue scores from the CF variant ``model.cf`` (:mod:`divrec.models.cf`) and
+``because`` explanations of the saved top lists (:mod:`divrec.explain`).
+
+With a target-aware history pooling (``additive``) the in-batch scores are computed per
+candidate (each item of the batch gets its own user vector) and handed to the relevance loss
+as ``user = scores [B, B]``, ``item = identity``, so that ``user @ item.T`` is the score matrix.
+A learned hybrid adds an in-batch softmax over the mix of the detached component scores
+(``train/hybrid``): it trains the three mixing weights only.
 """
 
 from __future__ import annotations
@@ -11,7 +19,9 @@ import math
 import torch
 
 from divrec.errors import ConfigError, DivrecError
+from divrec.explain import explain
 from divrec.losses import RELEVANCE_LOSSES, build_diversity_term
+from divrec.models.cf import CFContext, CFScorer, Query
 from divrec.models.ranking import RankingModule
 from divrec.models.towers import TwoTower
 
@@ -34,7 +44,13 @@ class RecModule(RankingModule):
     ) -> None:
         super().__init__(evaluation, rerank_cfg)
         self.save_hyperparameters()
+        model = dict(model)
+        cf = dict(model.pop("cf", None) or {"name": "two_tower"})
         self.net = TwoTower(**model)
+        try:
+            self.cf = CFScorer(**cf)
+        except TypeError as e:
+            raise ConfigError(f"model.cf: {e}") from None
         name = loss.get("relevance", "softmax")
         if name not in RELEVANCE_LOSSES:
             raise ConfigError(
@@ -46,7 +62,8 @@ class RecModule(RankingModule):
         self.diversity = build_diversity_term(div.pop("name"), **div)
         self.diversity_weight = float(loss.get("diversity_weight", 0.0))
         self.optim_cfg = optim
-        self._eval_items: torch.Tensor | None = None
+        self._ctx: CFContext | None = None
+        self.item_titles: list[str] = []
         # A frozen backbone is not saved in checkpoints: it is the pretrained file itself.
         self.strict_loading = not self.net.frozen
 
@@ -56,6 +73,14 @@ class RecModule(RankingModule):
         pop = dm.catalogue.popularity
         log_q = torch.log(pop.clamp_min(1.0) / pop.sum().clamp_min(1.0))
         self.register_buffer("log_q", log_q, persistent=False)
+        for name, value in (
+            ("recent", dm.history.recent),
+            ("recent_mask", dm.history.recent_mask),
+            ("train_users", dm.train_users),
+            ("train_items", dm.train_items),
+        ):
+            self.register_buffer(name, value, persistent=False)
+        self.item_titles = list(dm.catalogue.titles)
         self.attach_eval(dm, reference)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -66,23 +91,53 @@ class RecModule(RankingModule):
 
     # --------------------------------------------------------------- training
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        u = self.net.user_vectors(batch)
         v = self.net.item_vectors(batch["item_idx"])
         log_q = self.log_q if self.use_logq else None
-        rel, logits = self.relevance(u, v, batch["item_idx"], self.net.temperature, log_q)
+        if self.net.user_tower == "history" and self.net.pool.target_aware:
+            scores = self.net.target_scores(batch, v)  # [B, B] cosines, one user vector per item
+            eye = torch.eye(len(scores), device=scores.device, dtype=scores.dtype)
+            rel, logits = self.relevance(
+                scores, eye, batch["item_idx"], self.net.temperature, log_q
+            )
+        else:
+            u = self.net.user_vectors(batch)
+            scores = u @ v.T
+            rel, logits = self.relevance(u, v, batch["item_idx"], self.net.temperature, log_q)
         div = self.diversity(logits, v, self.categories[batch["item_idx"]])
         loss = rel + self.diversity_weight * div
+        bs = len(batch["item_idx"])
+        if self.cf.learn:
+            mix = self._hybrid_loss(batch, scores.detach(), log_q)
+            loss = loss + mix
+            self.log("train/hybrid", mix, batch_size=bs)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"non-finite loss at step {self.global_step}: relevance={rel.item():.4g}, "
                 f"diversity={div.item():.4g} (weight {self.diversity_weight})"
             )
-        bs = len(batch["item_idx"])
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         self.log("train/relevance", rel, batch_size=bs)
         self.log("train/diversity", div, batch_size=bs)
         self.log("train/temperature", self.net.temperature, batch_size=bs)
         return loss
+
+    def _hybrid_loss(self, batch: dict, two_tower: torch.Tensor, log_q) -> torch.Tensor:
+        """In-batch relevance loss of the learned mix of detached component scores [B, B]."""
+        with torch.no_grad():
+            if self._ctx is None:
+                self._ctx = self.build_context()
+            q = self.query(batch, self._ctx)
+            parts = self.cf.components(self.net, q, self._ctx, {"item_based", "user_based"})
+            cols = batch["item_idx"].unsqueeze(0).expand(len(two_tower), -1)
+            parts = {c: p.gather(1, cols) for c, p in parts.items()}
+        parts["two_tower"] = two_tower
+        mix = sum(w * parts[c] for c, w in self.cf.mix().items())
+        eye = torch.eye(len(mix), device=mix.device, dtype=mix.dtype)
+        return self.relevance(mix, eye, batch["item_idx"], 1.0, log_q)[0]
+
+    def on_train_epoch_start(self) -> None:
+        if self.cf.learn:  # fresh user vectors / neighbours for the hybrid's detached parts
+            self._ctx = self.build_context()
 
     def configure_optimizers(self):
         cfg = self.optim_cfg
@@ -108,10 +163,43 @@ class RecModule(RankingModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # --------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def build_context(self) -> CFContext:
+        """Catalogue vectors and the CF variant's precomputed tensors (eval start)."""
+        was_training = self.net.training
+        self.net.eval()  # no dropout in the vectors scoring relies on
+        try:
+            return self.cf.build_context(
+                self.net,
+                self.net.all_item_vectors(),
+                self.recent,
+                self.recent_mask,
+                self.train_users,
+                self.train_items,
+            )
+        finally:
+            self.net.train(was_training)
+
     def on_eval_start(self) -> None:
-        self._eval_items = self.net.all_item_vectors()
+        self._ctx = self.build_context()
+
+    def query(self, batch: dict, ctx: CFContext) -> Query:
+        """The batch's user vectors, histories and history weights for CF scoring."""
+        v, w = self.net.user_vectors_and_weights(batch, ctx.items)
+        hist, mask = batch["history_idx"], batch["history_mask"].bool()
+        if w is None:  # text tower: the pooling's weights still rank the history
+            w = self.net.pool.weights(ctx.items[hist], mask)
+        return Query(hist, mask, v, w, batch["user_idx"])
 
     def score(self, batch: dict) -> torch.Tensor:
-        """Cosine scores of the batch's users against every item: [B, N]."""
-        items = self._eval_items if self._eval_items is not None else self.net.all_item_vectors()
-        return self.net.user_vectors(batch, items) @ items.T
+        """Scores of the batch's users against every item: [B, N]."""
+        ctx = self._ctx if self._ctx is not None else self.build_context()
+        return self.cf.score(self.net, self.query(batch, ctx), ctx)
+
+    def explain(self, batch: dict, top: torch.Tensor) -> list[list[str]] | None:
+        """``because`` strings for the saved top list ``top [B, K]`` (``model.cf.explain``)."""
+        if self.cf.explain <= 0 or not self.item_titles:
+            return None
+        ctx = self._ctx if self._ctx is not None else self.build_context()
+        q = self.query(batch, ctx)
+        return explain(self.net, q, ctx, top, self.item_titles, self.cf.explain)

@@ -31,6 +31,7 @@ class RankingModule(pl.LightningModule):
         self.save_topk = int(evaluation.get("save_topk", 100))
         self.rerank_cfg = dict(rerank_cfg or {"name": "none"})
         self.recommendations: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.because: list[list[str]] = []  # per saved row: explanation strings (may stay empty)
 
     def attach_eval(self, dm, reference_embeddings: torch.Tensor | None) -> None:
         """Catalogue tensors for ranking and metrics. ``reference_embeddings``: [N, H]."""
@@ -65,6 +66,10 @@ class RankingModule(pl.LightningModule):
     def on_eval_start(self) -> None:
         """Hook before a val/test pass (e.g. encode the catalogue once)."""
 
+    def explain(self, batch: dict, top: torch.Tensor) -> list[list[str]] | None:
+        """Optional ``because`` strings [B][K] for the saved lists ``top [B, K]`` (None: none)."""
+        return None
+
     def rank(self, scores: torch.Tensor, seen: torch.Tensor, users: torch.Tensor, k: int):
         """Top-``k`` item indices [B, k] after masking ``seen`` [B, N] and re-ranking."""
         name = self.rerank_cfg.get("name", "none")
@@ -90,6 +95,7 @@ class RankingModule(pl.LightningModule):
     def on_test_epoch_start(self) -> None:
         self.on_eval_start()
         self.recommendations = []
+        self.because = []
 
     @torch.no_grad()
     def _eval_step(self, batch: dict, metrics: RankingEvaluator, keep: bool) -> None:
@@ -101,6 +107,9 @@ class RankingModule(pl.LightningModule):
             self.recommendations.append(
                 (batch["user_idx"].cpu(), top.cpu(), scores.gather(1, top).cpu())
             )
+            because = self.explain(batch, top)
+            if because is not None:
+                self.because.extend(because)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_step(batch, self.val_metrics, keep=False)

@@ -1,7 +1,9 @@
 """Two towers over a language-model encoder: item vectors v_i and user vectors v_u.
 
 The item tower encodes item text; the user tower either encodes the user's text (``text``,
-the seed's v_u from d_u) or pools the vectors of the user's training items (``history``).
+the seed's v_u from d_u) or pools the vectors of the user's training items (``history``,
+with a ``model.pooling`` from :mod:`divrec.models.pooling`: the head follows the pooling,
+except for target-aware poolings, which pool head-transformed history items).
 Both end in a residual head and L2 normalisation, so scores are cosines s_ui = <v_u, v_i>.
 
 Under ``finetune=frozen`` the backbone's pooled outputs for all items (and user texts) are
@@ -77,8 +79,11 @@ class TwoTower(nn.Module):
         self.frozen = encoder.get("finetune", "frozen") == "frozen"
         hidden = self.item_encoder.hidden_size
         self.item_head = ResidualHead(hidden, head_hidden, projection_dim, dropout)
-        self.user_head = ResidualHead(hidden, head_hidden, projection_dim, dropout)
         dim = self.item_head.out_dim
+        if user_tower == "text":
+            self.user_head = ResidualHead(hidden, head_hidden, projection_dim, dropout)
+        else:  # the history tower's head maps pooled item vectors (already [d]) to [d]
+            self.user_head = ResidualHead(dim, head_hidden, None, dropout)
         self.dim = dim
         self.item_id = nn.Embedding(n_items, dim) if id_embeddings else None
         self.user_id = nn.Embedding(n_users, dim) if id_embeddings else None
@@ -138,24 +143,68 @@ class TwoTower(nn.Module):
         ]
         return torch.cat(out)
 
-    def user_vectors(self, batch: dict, item_vecs: torch.Tensor | None = None) -> torch.Tensor:
-        """v_u for a batch -> [B, d]. ``item_vecs`` ([N, d]) avoids re-encoding history items."""
+    def history_vectors(
+        self, hist: torch.Tensor, item_vecs: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Item vectors of history indices ``hist`` [B, H] -> [B, H, d] (from ``item_vecs``
+        [N, d] when given, else encoded)."""
+        if item_vecs is not None:
+            return item_vecs[hist]
+        return self.item_vectors(hist.flatten()).view(*hist.shape, -1)
+
+    def history_values(self, h: torch.Tensor, users: torch.Tensor | None = None) -> torch.Tensor:
+        """What a target-aware pooling averages: the user head applied per history item (plus
+        the user's ID embedding): ``h [B, H, d] -> [B, H, d]``. Pooling after the head keeps
+        the candidate-specific user vector linear in the weights, so full-catalogue scoring
+        needs no [B, N, d] tensor (see ``AdditivePooling.score``)."""
+        g = self.user_head(h)
+        if self.user_id is not None and users is not None:
+            g = g + self.user_id(users.clamp_min(0)).unsqueeze(1) * (users >= 0)[:, None, None]
+        return g
+
+    def pool_history(
+        self, h: torch.Tensor, mask: torch.Tensor, users: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """History tower: ``h [B, H, d], mask [B, H]`` -> (v_u [B, d] normalised, weights
+        [B, H]). ``users`` [B] (training-user indices, -1 for none) adds ID embeddings. A
+        target-aware pooling uses the history mean as the query here."""
+        if self.pool.target_aware:
+            v, w = self.pool(h, mask, values=self.history_values(h, users))
+            return F.normalize(v, dim=-1), w
+        pooled, w = self.pool(h, mask)
+        v = self.user_head(pooled)
+        if self.user_id is not None and users is not None:
+            v = v + self.user_id(users.clamp_min(0)) * (users >= 0)[:, None]
+        return F.normalize(v, dim=-1), w
+
+    def target_scores(
+        self, batch: dict, items: torch.Tensor, item_vecs: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Target-aware scores of the batch's users against ``items`` [M, d] -> [B, M]: each
+        candidate gets its own user vector (``model.pooling`` additive)."""
+        h = self.history_vectors(batch["history_idx"], item_vecs)
+        values = self.history_values(h, batch.get("user_idx"))
+        return self.pool.score(h, batch["history_mask"].bool(), values, items)[0]
+
+    def user_vectors_and_weights(
+        self, batch: dict, item_vecs: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(v_u [B, d], history pooling weights [B, H] or None for the text tower)."""
         users = batch["user_idx"]
-        if self.user_tower == "text":
-            if self.frozen:
-                base = self.user_base[users]
-            else:
-                base = self.user_encoder.pool_backbone(
-                    batch["user_input_ids"], batch["user_attention_mask"]
-                )
-            v = self.user_head(base.float())
+        if self.user_tower == "history":
+            h = self.history_vectors(batch["history_idx"], item_vecs)
+            return self.pool_history(h, batch["history_mask"].bool(), users)
+        if self.frozen:
+            base = self.user_base[users]
         else:
-            hist, mask = batch["history_idx"], batch["history_mask"]
-            if item_vecs is not None:
-                h = item_vecs[hist]
-            else:
-                h = self.item_vectors(hist.flatten()).view(*hist.shape, -1)
-            v = self.user_head(self.pool(h, mask))
+            base = self.user_encoder.pool_backbone(
+                batch["user_input_ids"], batch["user_attention_mask"]
+            )
+        v = self.user_head(base.float())
         if self.user_id is not None:
             v = v + self.user_id(users)
-        return F.normalize(v, dim=-1)
+        return F.normalize(v, dim=-1), None
+
+    def user_vectors(self, batch: dict, item_vecs: torch.Tensor | None = None) -> torch.Tensor:
+        """v_u for a batch -> [B, d]. ``item_vecs`` ([N, d]) avoids re-encoding history items."""
+        return self.user_vectors_and_weights(batch, item_vecs)[0]

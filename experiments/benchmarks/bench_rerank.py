@@ -4,9 +4,10 @@ Shape of the real evaluation: N = 10,000 items with 384-d (non-negative, seeded)
 B = 1,024 users with ~50 seen items each, top M = 500 candidates per user re-ranked to k = 10.
 The baseline loops over users: top-M by score (argpartition, then score desc / index asc, the
 same tie rule as divrec), gathers those embeddings and calls ``pyversity.mmr`` / ``.dpp``.
-Reported: median seconds of 3 repeats after a warm-up, speed-up, our GFLOP/s counted as
-2 * k * M * d flops per user (the minimum for k similarity rows), and the share of users whose
-k picks agree exactly (same items, same order) with pyversity.
+Reported: median wall seconds of 3 repeats after a warm-up (ours and pyversity interleaved so
+both see the same load on a shared machine), wall and process-CPU-time speed-ups, our GFLOP/s
+counted as 2 * k * M * d flops per user (the minimum for k similarity rows), and the share of
+users whose k picks agree exactly (same items, same order) with pyversity.
 
 Run: ``python experiments/benchmarks/bench_rerank.py [--device cuda] [--diversity 0.5]``.
 """
@@ -46,19 +47,35 @@ def build(device: str = "cpu", seed: int = 0) -> dict[str, torch.Tensor]:
     return {name: t.to(device) for name, t in out.items()}
 
 
-def _timed(fn: Callable[[], Any], device: str, repeats: int = 3) -> tuple[float, Any]:
-    """Median wall seconds of ``repeats`` calls after one warm-up call, and the last result."""
+def _clock(fn: Callable[[], Any], device: str) -> tuple[float, float, Any]:
+    """Wall seconds, process CPU seconds and result of one call."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    wall, cpu = time.perf_counter(), time.process_time()
     result = fn()
-    times = []
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - wall, time.process_time() - cpu, result
+
+
+def _timed(fns: list[Callable[[], Any]], device: str, repeats: int = 3) -> list[dict]:
+    """Median wall and CPU seconds of each function over ``repeats`` after a warm-up call.
+
+    The functions are interleaved in every repeat so that all of them see the same load
+    (the benchmark machine is shared).
+    """
+    results = [fn() for fn in fns]
+    walls: list[list[float]] = [[] for _ in fns]
+    cpus: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        result = fn()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+        for i, fn in enumerate(fns):
+            wall, cpu, results[i] = _clock(fn, device)
+            walls[i].append(wall)
+            cpus[i].append(cpu)
+    return [
+        {"wall": statistics.median(w), "cpu": statistics.median(c), "result": r}
+        for w, c, r in zip(walls, cpus, results, strict=True)
+    ]
 
 
 def pyversity_loop(
@@ -102,31 +119,38 @@ def _run(device: str, diversity: float) -> list[dict]:
     flops = 2.0 * K * CANDIDATES * DIM * N_USERS
     rows = []
     for name, fn in (("mmr", mmr), ("dpp", dpp)):
-        ours_s, ours = _timed(lambda fn=fn: fn(scores, emb, K, diversity, CANDIDATES), device)
-        base_s, base = _timed(lambda n=name: pyversity_loop(n, scores_np, emb_np, diversity), "cpu")
-        agree = float((ours.cpu().numpy() == base).all(axis=1).mean())
+        ours, base = _timed(
+            [
+                lambda fn=fn: fn(scores, emb, K, diversity, CANDIDATES),
+                lambda n=name: pyversity_loop(n, scores_np, emb_np, diversity),
+            ],
+            device,
+        )
+        agree = float((ours["result"].cpu().numpy() == base["result"]).all(axis=1).mean())
         rows.append(
             {
                 "method": name,
                 "device": device,
                 "threads": threads,
-                "ours_s": ours_s,
-                "pyversity_s": base_s,
-                "speedup": base_s / ours_s,
-                "gflops": flops / ours_s / 1e9,
+                "ours_s": ours["wall"],
+                "pyversity_s": base["wall"],
+                "speedup": base["wall"] / ours["wall"],
+                "cpu_speedup": base["cpu"] / ours["cpu"],
+                "gflops": flops / ours["wall"] / 1e9,
                 "agreement": agree,
             }
         )
     cats, users = data["categories"], data["user_categories"]
-    ours_s, _ = _timed(lambda: xquad(scores, cats, K, diversity, users, CANDIDATES), device)
+    (ours,) = _timed([lambda: xquad(scores, cats, K, diversity, users, CANDIDATES)], device)
     rows.append(
         {
             "method": "xquad",
             "device": device,
             "threads": threads,
-            "ours_s": ours_s,
+            "ours_s": ours["wall"],
             "pyversity_s": None,
             "speedup": None,
+            "cpu_speedup": None,
             "gflops": None,
             "agreement": None,
         }
@@ -143,6 +167,7 @@ def format_table(rows: list[dict]) -> str:
         ("ours s", "ours_s", "{:.3f}"),
         ("pyversity s", "pyversity_s", "{:.3f}"),
         ("speed-up", "speedup", "{:.2f}x"),
+        ("CPU-time speed-up", "cpu_speedup", "{:.2f}x"),
         ("GFLOP/s", "gflops", "{:.2f}"),
         ("agree %", "agreement", "{:.1%}"),
     ]
@@ -150,7 +175,7 @@ def format_table(rows: list[dict]) -> str:
     for r in rows:
         table.append(["-" if r[key] is None else fmt.format(r[key]) for _, key, fmt in cols])
     widths = [max(len(line[i]) for line in table) + 2 for i in range(len(cols))]
-    lines = ["".join(cell.rjust(w) for cell, w in zip(line, widths)) for line in table]
+    lines = ["".join(cell.rjust(w) for cell, w in zip(line, widths, strict=True)) for line in table]
     lines.insert(1, "-" * sum(widths))
     return "\n".join(lines)
 

@@ -83,21 +83,41 @@ def test_detached_embeddings_get_no_gradient(term):
     assert x.grad is None and logits.grad is not None
 
 
-def test_ils_hand_values():
+def test_ils_raw_hand_values():
     # two items, p = (0.5, 0.5), cosine 0.2: sum_{i != j} = 2 * 0.25 * 0.2 = 0.1
     emb = torch.tensor([[1.0, 0.0], [0.2, math.sqrt(1 - 0.04)]], dtype=F64) * 3.0
     logits = torch.zeros(1, 2, dtype=F64)
-    assert ILS("embedding")(logits, emb, None).item() == pytest.approx(0.1, rel=1e-12)
+    assert ILS("embedding", normalize=False)(logits, emb, None).item() == pytest.approx(
+        0.1, rel=1e-12
+    )
     # a masked (-inf) third candidate gets p = 0 and adds nothing, whatever its similarity
     emb3 = torch.cat([emb, emb[:1]])
     logits3 = torch.tensor([[0.0, 0.0, float("-inf")]], dtype=F64)
-    assert ILS("embedding")(logits3, emb3, None).item() == pytest.approx(0.1, rel=1e-12)
+    assert ILS("embedding", normalize=False)(logits3, emb3, None).item() == pytest.approx(
+        0.1, rel=1e-12
+    )
     # categories {A, B} and {B, C}: Jaccard 1/3 -> 2 * 0.25 / 3 = 1/6
     cats = torch.tensor([[1, 1, 0], [0, 1, 1]], dtype=F64)
-    assert ILS("category")(logits, None, cats).item() == pytest.approx(1 / 6, rel=1e-12)
+    assert ILS("category", normalize=False)(logits, None, cats).item() == pytest.approx(
+        1 / 6, rel=1e-12
+    )
     # users are averaged: user 2 is one-hot (p = (1, 0)), ILS 0 -> mean (1/6 + 0) / 2
     two = torch.tensor([[0.0, 0.0], [0.0, float("-inf")]], dtype=F64)
-    assert ILS("category")(two, None, cats).item() == pytest.approx(1 / 12, rel=1e-12)
+    assert ILS("category", normalize=False)(two, None, cats).item() == pytest.approx(
+        1 / 12, rel=1e-12
+    )
+
+
+def test_ils_normalised_hand_values():
+    # two items, p = (0.5, 0.5), cosine 0.2: raw sum 0.1, pair mass 1 - (0.25 + 0.25) = 0.5
+    # -> expected similarity of two distinct draws = 0.1 / 0.5 = 0.2
+    emb = torch.tensor([[1.0, 0.0], [0.2, math.sqrt(1 - 0.04)]], dtype=F64)
+    logits = torch.zeros(1, 2, dtype=F64)
+    assert ILS("embedding")(logits, emb, None).item() == pytest.approx(0.2, rel=1e-12)
+    # p = (0.8, 0.2): raw 2 * 0.16 * 0.2 = 0.064, pair mass 1 - 0.68 = 0.32 -> still 0.2:
+    # concentrating mass does not lower the normalised term, only dissimilar items do
+    peaked = torch.log(torch.tensor([[0.8, 0.2]], dtype=F64))
+    assert ILS("embedding")(peaked, emb, None).item() == pytest.approx(0.2, rel=1e-12)
 
 
 def test_category_entropy_hand_values():

@@ -125,13 +125,14 @@ def test_bad_diversity_and_scale_raise(bad):
         dpp(scores, emb[None].expand(3, -1, -1), 5, 0.5)
 
 
-def test_zero_embedding_has_no_gain_and_is_filled_last():
+@pytest.mark.parametrize("per_user", [False, True])
+def test_zero_embedding_has_no_gain_and_is_filled_last(per_user):
     # Items 0, 1, 2 with embeddings e0=(1,0), e1=(0,0), e2=(0,1) and scores 3 > 2 > 1.
     # Pick 1: max L_ii = q_i^2 -> item 0. Then d_1^2 = L_11 = 0 and d_2^2 = q_2^2 (orthogonal
     # to e0) > 0 -> item 2. Item 1's gain 0 is below the threshold, so it fills the last slot.
     scores = torch.tensor([[3.0, 2.0, 1.0]])
     emb = torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]])
-    assert dpp(scores, emb, 3, 0.5).tolist() == [[0, 2, 1]]
+    assert dpp(scores, emb[None] if per_user else emb, 3, 0.5).tolist() == [[0, 2, 1]]
 
 
 def test_large_scale_does_not_overflow():

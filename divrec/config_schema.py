@@ -1,0 +1,337 @@
+"""Dataclass schemas of the config groups checked at start-up (``divrec.config_check``).
+
+One dataclass per group mirrors its YAML file (``conf/<group>/*.yaml``): field names are the
+allowed keys, annotations the allowed types, defaults the YAML defaults, and ``metadata`` the
+documentation and value rules read by the checker:
+
+- ``doc``: what the key does;
+- ``ge``/``gt``/``le``/``lt``: numeric bounds (applied to each element of a list);
+- ``choices``: a zero-argument function returning the allowed values (taken from the module
+  that consumes the key, so the schema never drifts from the code);
+- ``min_len``/``length``: minimum/exact list length.
+
+A schema with a ``params`` class attribute also accepts the keyword arguments of the callable
+``params(node, parent)`` returns (a data source's loader, a diversity term, a baseline): those
+keys are checked against its signature and type hints.
+
+These schemas are only read by the checker; Hydra composes the YAML files as before.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+USER_TOWERS = ("text", "history")  # divrec.models.towers.TwoTower(user_tower=...)
+LR_SCHEDULES = ("cosine", "linear", "constant")  # divrec.models.module.configure_optimizers
+MODEL_KINDS = ("two_tower", "baseline")  # divrec.train.build_module
+
+
+def opt(default: Any, doc: str, **rules: Any) -> Any:
+    """A dataclass field with documentation and value rules (see module docstring)."""
+    meta = {"doc": doc, **rules}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    if isinstance(default, type):  # nested schema
+        return field(default_factory=default, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# ------------------------------------------------------------------ allowed values
+def _finetune_modes() -> Iterable[str]:
+    from divrec.models.encoder import FINETUNE_MODES
+
+    return FINETUNE_MODES
+
+
+def _token_poolings() -> Iterable[str]:
+    from divrec.models.encoder import POOLINGS
+
+    return POOLINGS
+
+
+def _history_poolings() -> Iterable[str]:
+    from divrec.models.pooling import POOLINGS
+
+    return POOLINGS
+
+
+def _baselines() -> Iterable[str]:
+    from divrec.baselines import BASELINES
+
+    return BASELINES
+
+
+def _relevance_losses() -> Iterable[str]:
+    from divrec.losses import RELEVANCE_LOSSES
+
+    return RELEVANCE_LOSSES
+
+
+def _diversity_terms() -> Iterable[str]:
+    from divrec.losses import DIVERSITY_TERMS
+
+    return DIVERSITY_TERMS
+
+
+def _rerankers() -> Iterable[str]:
+    from divrec.rerank import RERANKERS
+
+    return RERANKERS
+
+
+def _metric_names() -> Iterable[str]:
+    from divrec.metrics import metric_names
+
+    return metric_names()
+
+
+def _split_methods() -> Iterable[str]:
+    from divrec.data.split import SPLIT_METHODS
+
+    return SPLIT_METHODS
+
+
+def _dedup_modes() -> Iterable[str]:
+    from divrec.data.preprocess import DEDUP_MODES
+
+    return DEDUP_MODES
+
+
+def _sources() -> Iterable[str]:
+    from divrec.data.sources import SOURCES
+
+    return SOURCES
+
+
+# ------------------------------------------------------------------ model
+@dataclass
+class LoraSchema:
+    """``model.encoder.lora``: peft LoRA settings (finetune=lora)."""
+
+    r: int = opt(8, "LoRA rank", ge=1)
+    alpha: float = opt(16, "LoRA scaling alpha", gt=0)
+    dropout: float = opt(0.05, "dropout on the LoRA input", ge=0, lt=1)
+    target_modules: list[str] = opt(["query", "key", "value"], "modules to adapt", min_len=1)
+
+
+@dataclass
+class EncoderSchema:
+    """``model.encoder`` of the two-tower model (``divrec.models.encoder.TextEncoder``)."""
+
+    pretrained: str = opt("minilm", "HF checkpoint path; 'minilm' = the bundled MiniLM")
+    pooling: str = opt("mean", "token pooling", choices=_token_poolings)
+    finetune: str = opt("frozen", "which backbone weights train", choices=_finetune_modes)
+    top_layers: int = opt(2, "trainable top layers (finetune=top_layers)", ge=1)
+    lora: LoraSchema | None = opt(LoraSchema, "LoRA settings (finetune=lora)")
+    trust_remote_code: bool = opt(False, "run a checkpoint's own code")
+    gradient_checkpointing: bool = opt(False, "recompute activations to save memory")
+
+
+def _history_pooling_ctor(node: Any, parent: Any) -> tuple[Callable, tuple[str, ...]]:
+    from divrec.models.pooling import POOLINGS
+
+    return POOLINGS[str(node.name)], ("dim",)
+
+
+@dataclass
+class HistoryPoolingSchema:
+    """``model.pooling``: history pooling of the ``history`` user tower (+ its options)."""
+
+    params: ClassVar = staticmethod(_history_pooling_ctor)
+    name: str = opt("mean", "pooling over the user's items", choices=_history_poolings)
+
+
+@dataclass
+class CacheSchema:
+    """``model.cache``: filling the frozen-embedding cache."""
+
+    batch_size: int = opt(128, "texts per encoding batch", ge=1)
+    bf16: bool = opt(True, "bf16 autocast while encoding")
+
+
+@dataclass
+class TwoTowerSchema:
+    """``model`` with ``kind: two_tower`` (conf/model/two_tower.yaml)."""
+
+    kind: str = opt("two_tower", "model family", choices=lambda: MODEL_KINDS)
+    user_tower: str = opt("text", "user tower input", choices=lambda: USER_TOWERS)
+    share_encoder: bool = opt(True, "one encoder for users and items")
+    head_hidden: int = opt(512, "hidden width of each residual head", ge=1)
+    projection_dim: int | None = opt(None, "output size (null: encoder width)", ge=1)
+    dropout: float = opt(0.1, "dropout inside the heads", ge=0, lt=1)
+    id_embeddings: bool = opt(False, "add learned user/item ID embeddings")
+    temperature: float = opt(0.05, "softmax temperature (initial value when learned)", gt=0)
+    learn_temperature: bool = opt(True, "learn the temperature")
+    encoder: EncoderSchema = opt(EncoderSchema, "text encoder")
+    pooling: HistoryPoolingSchema = opt(HistoryPoolingSchema, "history pooling")
+    cache: CacheSchema = opt(CacheSchema, "embedding cache")
+
+
+@dataclass
+class BaselineEncoderSchema:
+    """``model.encoder`` of a baseline: only the shared item space of re-rankers/ild_emb."""
+
+    pretrained: str = opt("minilm", "HF checkpoint path for the reference item vectors")
+    trust_remote_code: bool = opt(False, "run a checkpoint's own code")
+
+
+def _baseline_ctor(node: Any, parent: Any) -> tuple[Callable, tuple[str, ...]]:
+    from divrec.baselines import BASELINES
+
+    return BASELINES[str(parent.name)].__init__, ("self", "n_users", "n_items")
+
+
+@dataclass
+class BaselineOptionsSchema:
+    """``model.options``: the baseline constructor's keyword arguments."""
+
+    params: ClassVar = staticmethod(_baseline_ctor)
+
+
+@dataclass
+class BaselineSchema:
+    """``model`` with ``kind: baseline`` (conf/model/{pop,itemknn,ease,bpr,lightgcn}.yaml)."""
+
+    kind: str = opt("baseline", "model family", choices=lambda: MODEL_KINDS)
+    name: str = opt("pop", "baseline name", choices=_baselines)
+    options: BaselineOptionsSchema | None = opt(BaselineOptionsSchema, "constructor options")
+    encoder: BaselineEncoderSchema = opt(BaselineEncoderSchema, "reference encoder")
+    cache: CacheSchema = opt(CacheSchema, "embedding cache")
+
+
+# ------------------------------------------------------------------ loss, rerank, optim, eval
+def _diversity_ctor(node: Any, parent: Any) -> tuple[Callable, tuple[str, ...]]:
+    from divrec.losses import DIVERSITY_TERMS
+
+    return DIVERSITY_TERMS[str(node.name)], ()
+
+
+@dataclass
+class DiversitySchema:
+    """``loss.diversity`` (conf/loss/diversity/*.yaml): ``name`` + the term's options."""
+
+    params: ClassVar = staticmethod(_diversity_ctor)
+    name: str = opt("none", "diversity regulariser", choices=_diversity_terms)
+
+
+@dataclass
+class LossSchema:
+    """``loss`` (conf/loss/{softmax,bpr}.yaml)."""
+
+    relevance: str = opt("softmax", "relevance loss", choices=_relevance_losses)
+    logq: bool = opt(True, "logQ popularity correction of in-batch negatives")
+    diversity_weight: float = opt(0.0, "lambda of the diversity term", ge=0)
+    diversity: DiversitySchema = opt(DiversitySchema, "diversity term")
+
+
+@dataclass
+class RerankSchema:
+    """``rerank`` (conf/rerank/*.yaml)."""
+
+    name: str = opt("none", "post-hoc re-ranker", choices=_rerankers)
+    diversity: float = opt(0.3, "trade-off: 0 = relevance order", ge=0, le=1)
+    candidates: int | None = opt(200, "re-rank each user's top-M (null: all)", ge=1)
+
+
+@dataclass
+class OptimSchema:
+    """``optim`` (conf/optim/adamw.yaml)."""
+
+    lr: float = opt(1.0e-3, "peak learning rate", gt=0)
+    weight_decay: float = opt(0.01, "AdamW weight decay", ge=0)
+    warmup_ratio: float = opt(0.05, "share of steps with linear warm-up", ge=0, le=1)
+    schedule: str = opt("cosine", "decay after warm-up", choices=lambda: LR_SCHEDULES)
+
+
+@dataclass
+class EvalSchema:
+    """``eval`` (conf/eval/default.yaml)."""
+
+    ks: list[int] = opt([10, 20], "cut-offs K", ge=1, le=100, min_len=1)
+    save_topk: int = opt(100, "list length in recommendations.parquet", ge=1)
+    metrics: list[str] = opt(
+        ["recall", "ndcg", "mrr", "hit", "precision", "f1", "ild_cat", "ild_emb"]
+        + ["cat_coverage", "item_coverage", "gini", "novelty"],
+        "metric names",
+        choices=_metric_names,
+    )
+
+
+# ------------------------------------------------------------------ data
+@dataclass
+class PreprocessSchema:
+    """``data.preprocess`` (``divrec.data.preprocess.preprocess``)."""
+
+    min_rating: float | None = opt(None, "keep ratings >= this (null: all)")
+    dedup: str = opt("latest", "duplicate (user, item) rows", choices=_dedup_modes)
+    kcore_user: int = opt(0, "k-core: min interactions per user", ge=0)
+    kcore_item: int = opt(0, "k-core: min interactions per item", ge=0)
+    min_user_history: int = opt(0, "drop users with fewer interactions", ge=0)
+    drop_items_without_interactions: bool = opt(False, "drop never-interacted items")
+
+
+@dataclass
+class SplitSchema:
+    """``data.split`` (``divrec.data.split.make_split``); ratios must also sum to 1."""
+
+    method: str = opt("random", "split method", choices=_split_methods)
+    ratios: list[float] = opt([0.8, 0.1, 0.1], "train/valid/test shares", ge=0, length=3)
+    seed: int = opt(42, "split seed (${seed})")
+    cold_item_share: float = opt(0.1, "items held out of training", ge=0, le=1)
+
+
+@dataclass
+class TextSchema:
+    """``data.text`` (``divrec.data.text.TextConfig``)."""
+
+    item_template: str = opt("{title}. Categories: {categories}.", "item text template")
+    user_template: str = opt("{profile}Recently liked: {history}.", "user text template")
+    user_fields: list[str] | None = opt(None, "user columns in {profile} (null: all)")
+    user_history_items: int = opt(10, "recent titles in the user text", ge=0)
+    max_item_len: int = opt(32, "token limit for item texts", ge=1)
+    max_user_len: int = opt(96, "token limit for user texts", ge=1)
+
+
+def _source_loader(node: Any, parent: Any) -> tuple[Callable, tuple[str, ...]]:
+    from divrec.data.sources import get_loader
+
+    return get_loader(str(node.source)), ()
+
+
+@dataclass
+class DataSchema:
+    """``data`` (conf/data/_base.yaml); other keys are the source loader's arguments."""
+
+    params: ClassVar = staticmethod(_source_loader)
+    _target_: str = opt("divrec.data.datamodule.RecDataModule", "data module class")
+    source: str = opt("shop_sim", "data source", choices=_sources)
+    name: str | None = opt(None, "dataset name (null: the source)")
+    tokenizer: str = opt("minilm", "tokenizer path (${model.encoder.pretrained})")
+    cache_dir: str = opt(".cache/divrec", "token + embedding caches (${paths.cache_dir})")
+    batch_size: int = opt(256, "training pairs per step", ge=1)
+    eval_batch_size: int = opt(256, "users per evaluation batch", ge=1)
+    num_workers: int = opt(0, "DataLoader workers", ge=0)
+    history_len: int = opt(50, "recent items given to the history tower", ge=1)
+    preprocess: PreprocessSchema = opt(PreprocessSchema, "interaction cleaning")
+    split: SplitSchema = opt(SplitSchema, "train/valid/test split")
+    text: TextSchema = opt(TextSchema, "text templates and lengths")
+
+
+GROUPS: dict[str, type] = {
+    "loss": LossSchema,
+    "rerank": RerankSchema,
+    "optim": OptimSchema,
+    "eval": EvalSchema,
+    "data": DataSchema,
+}
+MODEL_SCHEMAS: dict[str, type] = {"two_tower": TwoTowerSchema, "baseline": BaselineSchema}
+
+
+def signature_params(fn: Callable, skip: Iterable[str] = ()) -> dict[str, inspect.Parameter]:
+    """Keyword parameters of ``fn`` (a function or class), without ``skip``."""
+    params = inspect.signature(fn).parameters
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {k: p for k, p in params.items() if p.kind in kinds and k not in set(skip)}

@@ -1,0 +1,77 @@
+"""Baselines in the harness and the diversity experiments, through Hydra's compose API."""
+
+from __future__ import annotations
+
+import json
+
+import lightning.pytorch as pl
+import pytest
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+
+from divrec.train import train
+from tests.conftest import ROOT
+
+
+@pytest.mark.parametrize("name", ["pop", "itemknn", "ease", "bpr", "lightgcn"])
+def test_baselines_share_the_harness(compose, tmp_path, name):
+    train(compose(f"model={name}", "trainer.limit_train_batches=3"))
+    run = tmp_path / "run"
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["meta"]["status"] == "ok"
+    assert 0.0 <= m["test/ndcg@10"] <= 1.0 and m["val/ndcg@10"] is not None
+    assert (run / "recommendations.parquet").exists()
+
+
+def test_mmr_sweep_trains_once_and_writes_one_run_per_value(compose, tmp_path, monkeypatch):
+    fits = []
+    real_fit = pl.Trainer.fit
+    monkeypatch.setattr(
+        pl.Trainer, "fit", lambda self, *a, **k: fits.append(1) or real_fit(self, *a, **k)
+    )
+    cfg = compose("+experiment=mmr_sweep", "rerank_sweep.values=[0.0,0.5,0.9]")
+    train(cfg)
+    assert len(fits) == 1
+    runs = {
+        p.parent.name: json.loads(p.read_text()) for p in (tmp_path / "run").glob("*/metrics.json")
+    }
+    assert sorted(runs) == ["diversity=0.0", "diversity=0.5", "diversity=0.9"]
+    for name, m in runs.items():
+        assert m["meta"]["knobs"]["rerank.diversity"] == float(name.split("=")[1])
+    # More MMR diversity buys embedding diversity (ILD over the same reference space).
+    assert runs["diversity=0.9"]["test/ild_emb@10"] > runs["diversity=0.0"]["test/ild_emb@10"]
+
+
+def test_mmr_sweep_zero_equals_no_rerank(compose, tmp_path):
+    train(compose("+experiment=mmr_sweep", "rerank_sweep.values=[0.0]"))
+    swept = json.loads((tmp_path / "run" / "diversity=0.0" / "metrics.json").read_text())
+    train(compose())
+    plain = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert swept["test/ndcg@10"] == pytest.approx(plain["test/ndcg@10"], abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["mmr_sweep", "dpp_sweep", "diversity_weight", "diversity_grid"])
+def test_experiment_configs_compose(name):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = hydra_compose(config_name="train", overrides=[f"+experiment={name}"])
+    assert cfg.group == name
+
+
+@pytest.mark.parametrize("term", ["ils", "category_entropy", "dpp"])
+def test_diversity_regulariser_increases_category_ild(compose, tmp_path, term):
+    """Same seed, data and steps: lambda > 0 gives more category-diverse lists than 0."""
+    common = (
+        f"loss/diversity={term}",
+        "trainer.limit_train_batches=8",
+        "trainer.max_epochs=2",
+        "~callbacks.early_stopping",
+        "seed=3",
+    )
+    if term == "ils":
+        common = (*common, "loss.diversity.similarity=category")
+    ild = {}
+    for lam in (0.0, 2.0):
+        train(compose(*common, f"loss.diversity_weight={lam}"))
+        m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+        ild[lam] = m["test/ild_cat@10"]
+    assert ild[2.0] > ild[0.0]
