@@ -97,8 +97,10 @@ def train_matrix(users: Tensor, items: Tensor, n_users: int, n_items: int) -> Te
     """Binary sparse [N, U] (items x users) from training pairs ``users, items [nnz]``."""
     ind = torch.stack([items, users])
     ones = torch.ones(ind.shape[1], device=ind.device)
-    r = torch.sparse_coo_tensor(ind, ones, (n_items, n_users)).coalesce()
-    return torch.sparse_coo_tensor(r.indices(), r.values().clamp_max(1.0), r.shape).coalesce()
+    r = torch.sparse_coo_tensor(ind, ones, (n_items, n_users), check_invariants=False).coalesce()
+    return torch.sparse_coo_tensor(
+        r.indices(), r.values().clamp_max(1.0), r.shape, check_invariants=False
+    ).coalesce()
 
 
 def user_based_scores(

@@ -14,7 +14,7 @@ weights and the zero vector (scores 0 for every item; the evaluator counts such 
   falling back to uniform weights when every s <= 0; ``mode: softmax`` uses
   softmax(s / temperature) (small temperature: sharp; large: close to mean).
 - ``additive``: DIN-style target-aware attention (Zhou et al. 2018). A candidate c attends over
-  the history: logit_i = MLP([h_i', c', h_i' * c', h_i' - c']) with h', c' projections to
+  the history: logit_i = MLP([h_i', c', h_i' * c', h_i' - c']) (one ReLU layer) with h', c' projections to
   ``attn_dim``; weights = softmax over the history. Without a target the history mean is the
   query. Cost: scoring a full catalogue of N items is [B, N, H] attention work (about
   B*N*H*attn_dim*hidden multiply-adds for the MLP's first layer), done in item chunks of at most
@@ -125,7 +125,7 @@ class AdditivePooling(HistoryPooling):
     target_aware = True
 
     def __init__(
-        self, dim: int, attn_dim: int = 32, hidden: int = 32, chunk_elems: int = 1 << 24
+        self, dim: int, attn_dim: int = 16, hidden: int = 16, chunk_elems: int = 1 << 24
     ) -> None:
         super().__init__()
         if dim < 1 or attn_dim < 1 or hidden < 1:
@@ -141,17 +141,21 @@ class AdditivePooling(HistoryPooling):
         """Attention logits of each candidate over each history item.
 
         ``h [B, H, d]``, ``cands [B or 1, M, d]`` -> ``[B, M, H]``. The first layer on the
-        concatenation is split into its four blocks, so [h', c'] terms cost O(B*H + M) and only
-        the product term is [B, M, H, attn_dim] work.
+        concatenation is split into its four blocks, so the h' and c' terms cost O(B*H + M) and
+        only the product term is [B, H, hidden, M] work, one batched matmul
+        ((h'_k W_ok) @ c'^T) that never builds the [B, M, H, attn_dim] product.
         """
-        a = self.attn_dim
+        a, m = self.attn_dim, self.hidden
         w = self.fc1.weight  # [hidden, 4a]: blocks for h', c', h'*c', h'-c'
         w_h, w_c, w_hc, w_d = w[:, :a], w[:, a : 2 * a], w[:, 2 * a : 3 * a], w[:, 3 * a :]
         hq, cq = self.proj(h), self.proj(cands)  # [B, H, a], [B|1, M, a]
-        pre = (hq @ (w_h + w_d).T).unsqueeze(1)  # [B, 1, H, hidden]
-        pre = pre + (cq @ (w_c - w_d).T).unsqueeze(2) + self.fc1.bias  # + [B|1, M, 1, hidden]
-        pre = pre + (hq.unsqueeze(1) * cq.unsqueeze(2)) @ w_hc.T  # [B, M, H, hidden]
-        return self.fc2(F.gelu(pre)).squeeze(-1)
+        b, n_hist = hq.shape[:2]
+        hw = (hq.unsqueeze(2) * w_hc).reshape(b, n_hist * m, a)  # [B, H*hidden, a]
+        pre = (hw @ cq.transpose(1, 2)).view(b, n_hist, m, -1)  # [B, H, hidden, M]
+        pre.add_((hq @ (w_h + w_d).T + self.fc1.bias).unsqueeze(-1))  # + [B, H, hidden, 1]
+        pre.add_((cq @ (w_c - w_d).T).transpose(1, 2).unsqueeze(1))  # + [B|1, 1, hidden, M]
+        out = self.fc2.weight.to(pre.dtype) @ pre.relu_()  # [B, H, 1, M]; in place: memory
+        return (out.squeeze(2) + self.fc2.bias).transpose(1, 2)
 
     def candidate_weights(
         self, h: torch.Tensor, mask: torch.Tensor, cands: torch.Tensor

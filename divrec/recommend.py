@@ -1,0 +1,378 @@
+"""Recommendations for any history from a trained run: ``recommend()`` and ``divrec-recommend``.
+
+``load_model(path)`` rebuilds the data module and the two-tower module from the run folder's
+``.hydra/config.yaml`` (``path``: a checkpoint ``RUN/checkpoints/*.ckpt`` or the run folder,
+whose best checkpoint is then used) and loads the trained weights, offline. A frozen backbone
+is not in the checkpoint: it is reloaded from ``model.encoder.pretrained``. Loading re-runs
+the data pipeline (tokens and frozen embeddings come from the content-keyed caches under
+``paths.cache_dir``, recomputed if absent) and encodes the catalogue once.
+
+``recommend(model, history, ...)`` then scores the whole catalogue for a history of original
+item ids, in the run's CF variant (``model.cf``), with no retraining:
+
+- history user tower: the user vector is the history pooling of the items' vectors;
+- text user tower: the user text is rendered from the history titles with the run's
+  ``data.text.user_template`` (no profile) and encoded;
+- ``catalogue``: extra items (``item_id``, ``title``, ``categories`` and the columns the item
+  template uses) are encoded from their text at call time and become recommendable (and usable
+  in the history). Their vectors have no ID embedding, and nobody has interacted with them, so
+  their user-based score is 0.
+
+Re-rankers: ``mmr``/``dpp`` use the frozen encoder's mean-pooled vectors when the run has them
+(frozen backbone, mean pooling), else the model's item vectors; ``xquad`` the history's
+category distribution.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from divrec.errors import ConfigError, DataError, DivrecError
+from divrec.explain import explain
+from divrec.models.cf import CFContext, Query, item_neighbours
+
+log = logging.getLogger(__name__)
+QUERY_USER = "__query__"
+
+
+@dataclass
+class LoadedModel:
+    """A trained two-tower module with its data module and the catalogue's vectors."""
+
+    module: Any  # divrec.models.module.RecModule
+    dm: Any  # divrec.data.datamodule.RecDataModule
+    run_dir: Path
+    checkpoint: Path
+    ctx: CFContext
+    tokenizer: Any
+    bf16: bool = False
+
+
+def _locate(path: str | Path) -> tuple[Path, Path]:
+    """(run folder, checkpoint file) from a checkpoint path or a run folder."""
+    path = Path(path)
+    if path.is_dir():
+        run = path
+        ckpts = sorted((run / "checkpoints").glob("*.ckpt"))
+        best = [c for c in ckpts if c.name != "last.ckpt"]
+        if not ckpts:
+            raise DataError(f"{run}: no checkpoints/*.ckpt in this run folder")
+        return run, (best or ckpts)[-1]
+    if not path.is_file():
+        raise DataError(f"{path}: no such checkpoint or run folder")
+    run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    return run, path
+
+
+def load_model(checkpoint_path: str | Path, device: str = "cpu") -> LoadedModel:
+    """Rebuild a run's module + data module and load its trained weights (offline)."""
+    from omegaconf import OmegaConf
+
+    from divrec.train import build_datamodule, build_module
+
+    run, ckpt = _locate(checkpoint_path)
+    cfg_file = run / ".hydra" / "config.yaml"
+    if not cfg_file.is_file():
+        raise DataError(f"{cfg_file}: missing; pass a checkpoint inside a divrec run folder")
+    cfg = OmegaConf.load(cfg_file)
+    cfg.paths.output_dir = str(run)  # was ${hydra:runtime.output_dir}
+    if cfg.model.get("kind", "two_tower") != "two_tower":
+        raise ConfigError(
+            f"{cfg_file}: model.kind={cfg.model.kind}; recommend needs a two_tower run"
+        )
+    dm = build_datamodule(cfg)
+    module = build_module(cfg, dm)
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    except (OSError, RuntimeError, KeyError, EOFError) as e:
+        raise DataError(f"{ckpt}: not a readable Lightning checkpoint ({e})") from None
+    res = module.load_state_dict(state, strict=False)
+    missing = [k for k in res.missing_keys if ".backbone." not in k]
+    if missing or res.unexpected_keys:
+        raise DataError(
+            f"{ckpt}: does not match {cfg_file} (missing {missing[:3]}, "
+            f"unexpected {list(res.unexpected_keys)[:3]})"
+        )
+    module.to(device).eval()
+    from divrec.models.pretrained import load_tokenizer
+
+    with torch.inference_mode():
+        ctx = module.build_context()
+    bf16 = bool((cfg.model.get("cache") or {}).get("bf16", False))
+    return LoadedModel(module, dm, run, ckpt, ctx, load_tokenizer(dm.tokenizer_path), bf16)
+
+
+# --------------------------------------------------------------------- catalogue
+@dataclass
+class _View:
+    """The catalogue one call scores: the run's items plus any ``catalogue`` items."""
+
+    ctx: CFContext
+    item_ids: list[str]
+    titles: list[str]
+    index: dict[str, int]
+    categories: torch.Tensor  # [N', C']
+    embeddings: torch.Tensor  # [N', H] item space of mmr/dpp
+
+
+def _encode(m: LoadedModel, encoder, texts: list[str], max_len: int) -> torch.Tensor:
+    """Pooled backbone vectors [n, H] of ``texts`` (as the run's frozen cache computes them)."""
+    from divrec.models.embed_cache import encode_in_batches
+
+    tok = m.tokenizer(texts, truncation=True, max_length=max_len, padding=True, return_tensors="pt")
+    dev = m.module.net.log_temperature.device
+    return encode_in_batches(
+        encoder, tok["input_ids"], tok["attention_mask"], device=dev, bf16=m.bf16, pooled_only=True
+    ).to(dev)
+
+
+def _base_view(m: LoadedModel) -> _View:
+    cat = m.dm.catalogue
+    ref = m.module.reference_embeddings
+    return _View(
+        m.ctx,
+        list(cat.item_ids),
+        list(cat.titles),
+        dict(cat.index),
+        m.module.categories,
+        ref if ref is not None else m.ctx.items,
+    )
+
+
+def _extend(m: LoadedModel, items: pd.DataFrame) -> _View:
+    """The base view plus ``items`` encoded from their text alone."""
+    from divrec.data.text import render_items
+
+    base = _base_view(m)
+    for col in ("item_id", "title", "categories"):
+        if col not in items.columns:
+            raise DataError(f"catalogue: missing column '{col}' (have {list(items.columns)})")
+    items = items.copy()
+    items["item_id"] = items["item_id"].astype(str)
+    items["title"] = items["title"].fillna("").astype(str)
+    items["categories"] = [
+        [c for c in v.split("|") if c] if isinstance(v, str) else list(v)
+        for v in items["categories"]
+    ]
+    clash = sorted(set(items["item_id"]) & set(base.index))
+    if clash or items["item_id"].duplicated().any():
+        raise DataError(f"catalogue: item ids must be new and unique; clashes: {clash[:5]}")
+    try:
+        texts, _ = render_items(items, m.dm.text_cfg.item_template)
+    except ConfigError as e:
+        raise DataError(f"catalogue: {e}") from None
+    net = m.module.net
+    pooled = _encode(m, net.item_encoder, texts, m.dm.text_cfg.max_item_len)
+    new = F.normalize(net.item_head(pooled.float()), dim=-1)
+    n_old, ctx = len(base.item_ids), m.ctx
+    all_items = torch.cat([ctx.items, new])
+    ext = CFContext(all_items, users=ctx.users, active=ctx.active)
+    if ctx.interactions is not None:
+        r = ctx.interactions
+        ext.interactions = torch.sparse_coo_tensor(
+            r.indices(), r.values(), (len(all_items), r.shape[1]), check_invariants=False
+        ).coalesce()
+    if ctx.neighbours is not None:
+        ext.neighbours = _extend_neighbours(ctx.neighbours, ctx.items, new)
+    names = list(m.dm.catalogue.category_names)
+    col = {c: j for j, c in enumerate(names)}
+    for cats in items["categories"]:
+        for c in cats:
+            col.setdefault(c, len(col))
+    cats = torch.zeros(len(all_items), len(col), device=new.device)
+    cats[:n_old, : base.categories.shape[1]] = base.categories
+    for i, item_cats in enumerate(items["categories"]):
+        for c in item_cats:
+            cats[n_old + i, col[c]] = 1.0
+    if m.module.reference_embeddings is not None and net.frozen:
+        if net.item_encoder.pooling == "mean":
+            emb = torch.cat([base.embeddings, F.normalize(pooled.float(), dim=-1)])
+        else:
+            emb = all_items
+    else:
+        emb = all_items
+    ids = base.item_ids + items["item_id"].tolist()
+    return _View(
+        ext,
+        ids,
+        base.titles + items["title"].tolist(),
+        {i: j for j, i in enumerate(ids)},
+        cats,
+        emb,
+    )
+
+
+def _extend_neighbours(nb: tuple[torch.Tensor, torch.Tensor], old: torch.Tensor, new: torch.Tensor):
+    """Top-n neighbour lists over old + new items, from the old lists: [N + M, n]."""
+    idx, val = nb
+    n, n_old = idx.shape[1], old.shape[0]
+    cand_val = torch.cat([val, old @ new.T], 1)  # old items: old top-n or a new item
+    cand_idx = torch.cat([idx, torch.arange(n_old, n_old + len(new)).expand(n_old, -1)], 1)
+    v, pos = cand_val.topk(n, dim=1)
+    new_idx, new_val = item_neighbours(torch.cat([old, new]), n)  # self excluded
+    return (
+        torch.cat([cand_idx.gather(1, pos), new_idx[n_old:]]),
+        torch.cat([v, new_val[n_old:]]),
+    )
+
+
+# --------------------------------------------------------------------- recommend
+def _user_query(m: LoadedModel, view: _View, idx: list[int]) -> Query:
+    """Query for one fresh user with history ``idx`` (view indices, oldest first)."""
+    net, dm = m.module.net, m.dm
+    recent = idx[-dm.history_len :] or [0]
+    hist = torch.tensor([recent], device=view.ctx.items.device)
+    mask = torch.tensor([[bool(idx)] * len(recent)], device=hist.device)
+    h = view.ctx.items[hist]
+    users = torch.tensor([-1], device=hist.device)
+    if net.user_tower == "history":
+        v, w = net.pool_history(h, mask, users)
+        return Query(hist, mask, v, w, users)
+    from divrec.data.text import render_users
+
+    frame = pd.DataFrame(
+        {
+            "user_id": QUERY_USER,
+            "item_id": [view.item_ids[i] for i in idx],
+            "timestamp": range(len(idx)),
+        }
+    )
+    titles = dict(zip(view.item_ids, view.titles, strict=True))
+    text = render_users([QUERY_USER], frame, titles, None, dm.text_cfg)[0]
+    pooled = _encode(m, net.user_encoder, [text], dm.text_cfg.max_user_len)
+    v = F.normalize(net.user_head(pooled.float()), dim=-1)
+    return Query(hist, mask, v, net.pool.weights(h, mask), users)
+
+
+def recommend(
+    checkpoint_or_model: str | Path | LoadedModel,
+    history: list[str],
+    k: int = 10,
+    rerank: str = "none",
+    diversity: float = 0.0,
+    exclude_seen: bool = True,
+    catalogue: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Top-``k`` items for ``history`` (original item ids, oldest first).
+
+    Returns a frame with ``rank`` (from 1), ``item_id``, ``title``, ``score`` (the model's
+    score, before any re-ranking) and ``because``. Pass a :class:`LoadedModel` from
+    :func:`load_model` to avoid reloading the run on every call.
+    """
+    m = (
+        checkpoint_or_model
+        if isinstance(checkpoint_or_model, LoadedModel)
+        else load_model(checkpoint_or_model)
+    )
+    if int(k) < 1:
+        raise ConfigError(f"k: expected a positive int, got {k!r}")
+    with torch.inference_mode():
+        view = _base_view(m) if catalogue is None or len(catalogue) == 0 else _extend(m, catalogue)
+        ids = [str(h) for h in history]
+        unknown = [h for h in ids if h not in view.index]
+        if unknown:
+            raise DataError(f"history: unknown item id(s) {unknown[:5]} (not in the catalogue)")
+        idx = [view.index[h] for h in ids]
+        q = _user_query(m, view, idx)
+        scores = m.module.cf.score(m.module.net, q, view.ctx).float()  # [1, N']
+        masked = scores.clone()
+        if exclude_seen and idx:
+            masked[0, torch.tensor(idx, device=masked.device)] = float("-inf")
+        k = min(int(k), int(torch.isfinite(masked).sum()))
+        if k == 0:
+            return pd.DataFrame(columns=["rank", "item_id", "title", "score", "because"])
+        top = _rank(m, view, masked, idx, k, rerank, diversity)
+        n_explain = m.module.cf.explain if m.module.cf.explain > 0 else 3
+        because = explain(m.module.net, q, view.ctx, top, view.titles, n_explain)[0]
+        chosen = top[0].tolist()
+        return pd.DataFrame(
+            {
+                "rank": range(1, len(chosen) + 1),
+                "item_id": [view.item_ids[i] for i in chosen],
+                "title": [view.titles[i] for i in chosen],
+                "score": scores[0, top[0]].cpu().numpy(),
+                "because": because if idx else [""] * len(chosen),
+            }
+        )
+
+
+def _rank(m, view: _View, masked, idx, k: int, name: str, diversity: float) -> torch.Tensor:
+    from divrec.rerank import rerank
+
+    cats = view.categories
+    user_cats = cats[idx].sum(0, keepdim=True) if idx else torch.zeros(1, cats.shape[1])
+    user_cats = user_cats / user_cats.sum().clamp_min(1e-9)
+    return rerank(
+        name,
+        masked,
+        k,
+        float(diversity),
+        embeddings=F.normalize(view.embeddings.float(), dim=-1),
+        categories=cats,
+        user_categories=user_cats.to(cats.device),
+        candidates=max(k, int(m.module.rerank_cfg.get("candidates", 200) or 200)),
+    )
+
+
+# --------------------------------------------------------------------- CLI
+def _read_items(path: str) -> pd.DataFrame:
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: no such catalogue file")
+    if p.suffix == ".parquet":
+        return pd.read_parquet(p)
+    if p.suffix in (".jsonl", ".json"):
+        return pd.read_json(p, lines=p.suffix == ".jsonl", dtype=False)
+    return pd.read_csv(p, dtype=str, keep_default_na=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``divrec-recommend --checkpoint PATH --history 1,50,260 [--k 10] [--rerank mmr ...]``."""
+    ap = argparse.ArgumentParser(prog="divrec-recommend", description=main.__doc__)
+    ap.add_argument("--checkpoint", required=True, help="RUN/checkpoints/*.ckpt or a run folder")
+    ap.add_argument("--history", required=True, help="comma-separated item ids, oldest first")
+    ap.add_argument("--k", type=int, default=10, help="number of recommendations")
+    ap.add_argument("--rerank", default="none", help="none | mmr | dpp | xquad")
+    ap.add_argument("--diversity", type=float, default=0.0, help="re-ranker diversity in [0, 1]")
+    ap.add_argument("--include-seen", action="store_true", help="allow history items in the list")
+    ap.add_argument("--catalogue", help="extra items (csv/parquet/jsonl; categories 'a|b' in csv)")
+    args = ap.parse_args(argv)
+    from rich.console import Console
+    from rich.table import Table
+
+    err = Console(stderr=True)
+    try:
+        t0 = time.perf_counter()
+        model = load_model(args.checkpoint)
+        t1 = time.perf_counter()
+        extra = _read_items(args.catalogue) if args.catalogue else None
+        history = [h.strip() for h in args.history.split(",") if h.strip()]
+        recs = recommend(
+            model, history, args.k, args.rerank, args.diversity, not args.include_seen, extra
+        )
+        t2 = time.perf_counter()
+    except DivrecError as e:
+        err.print(f"error: {e}")
+        return 2
+    table = Table(title=f"top {len(recs)} for a history of {len(history)} items")
+    for col in ("rank", "item_id", "title", "score", "because"):
+        table.add_column(col, overflow="fold")
+    for r in recs.itertuples(index=False):
+        table.add_row(str(r.rank), str(r.item_id), str(r.title), f"{r.score:.4f}", str(r.because))
+    Console().print(table)
+    err.print(f"loaded in {t1 - t0:.1f} s, recommended in {t2 - t1:.3f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

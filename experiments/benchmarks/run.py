@@ -1,0 +1,415 @@
+"""``make bench``: every divrec benchmark in one process, one table, and the README.
+
+Rows (see ``NOTES`` in :mod:`experiments.benchmarks.readme` for what each measures):
+
+1. batched MMR / DPP re-rankers vs a per-user pyversity loop (``bench_rerank``);
+2. training throughput: Lightning ``RecModule`` vs a plain PyTorch loop on the same module and
+   pairs (frozen cache = heads only; full MiniLM fine-tuning), and vs sentence-transformers;
+3. full-catalogue evaluation throughput and peak memory (``trainer.validate``);
+4. one epoch with the frozen-embedding cache vs running the frozen backbone every step;
+5. on a GPU: the same rows on the GPU plus model FLOP utilisation of full fine-tuning.
+
+Data: ml-latest-small when ``DIVREC_DATA_DIR`` is set, else the built-in ``shop_sim``. Sizes are
+modest (tens of encoder steps) so the whole run fits in 10 minutes on 2 shared CPU cores; the
+first run also fills the token/embedding caches under ``.cache/bench`` (not timed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+for _key, _value in (
+    ("HF_HUB_OFFLINE", "1"),
+    ("TRANSFORMERS_OFFLINE", "1"),
+    ("TOKENIZERS_PARALLELISM", "false"),
+    ("WANDB_MODE", "disabled"),
+    ("DIVREC_CACHE_DIR", str(ROOT / ".cache" / "bench")),
+):
+    os.environ.setdefault(_key, _value)
+
+import torch  # noqa: E402
+
+from experiments.benchmarks import bench_eval, bench_training  # noqa: E402
+from experiments.benchmarks.bench_eval import Setup, build  # noqa: E402
+from experiments.benchmarks.readme import format_table, write_readme  # noqa: E402
+
+README = Path(__file__).resolve().parent / "README.md"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Workload sizes; ``Sizes()`` is ``make bench``, :meth:`toy` the smoke test's."""
+
+    data: str = "movielens" if os.environ.get("DIVREC_DATA_DIR") else "shop_sim"
+    data_overrides: tuple[str, ...] = ()
+    model_overrides: tuple[str, ...] = ()
+    pretrained: str = "minilm"
+    cache_dir: str = str(ROOT / ".cache" / "bench")
+    out_dir: str = str(ROOT / ".cache" / "bench" / "runs")
+    rounds: int = 2  # divrec and reference runs interleaved this often; best of each reported
+    frozen_batch: int = 256  # the data config's default batch size
+    frozen_warmup: int = 10
+    frozen_steps: int = 60
+    uncached_steps: int = 3  # steps that run the frozen backbone (slow on a CPU)
+    enc_batch: int = 32  # trainable-encoder rows: pairs per step and token limit
+    enc_seq: int = 32
+    enc_warmup: int = 3
+    enc_steps: int = 12
+    mfu_batch: int = 256  # GPU row: full fine-tuning at 256 pairs x 64 tokens, bf16
+    mfu_seq: int = 64
+    mfu_warmup: int = 5
+    mfu_steps: int = 20
+    matmul_n: int = 8192
+    rerank: bool = True  # the re-ranker row runs at its fixed evaluation shape only
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def toy(cls, model_dir: str, cache_dir: str, out_dir: str) -> Sizes:
+        """Seconds-scale sizes on the tiny BERT and a small shop_sim (smoke test)."""
+        return cls(
+            data="shop_sim",
+            data_overrides=("data.n_items=200", "data.n_users=80", "data.n_interactions=1500"),
+            model_overrides=("model.head_hidden=32", "model.cache.bf16=false"),
+            pretrained=model_dir,
+            cache_dir=cache_dir,
+            out_dir=out_dir,
+            rounds=1,
+            frozen_batch=16,
+            frozen_warmup=1,
+            frozen_steps=2,
+            uncached_steps=1,
+            enc_batch=8,
+            enc_seq=16,
+            enc_warmup=1,
+            enc_steps=2,
+            mfu_batch=8,
+            mfu_seq=16,
+            mfu_warmup=1,
+            mfu_steps=2,
+            matmul_n=64,
+            rerank=False,
+        )
+
+
+@dataclass
+class Row:
+    """One line of the table. ``ratio``: divrec's speed over the reference's (higher is
+    better for divrec); ``target``: the minimum ratio aimed for (None: informational)."""
+
+    name: str
+    divrec: str
+    reference: str = "-"
+    ratio: float | None = None
+    target: float | None = None
+    note: str = ""
+
+    @property
+    def met(self) -> bool | None:
+        if self.ratio is None or self.target is None:
+            return None
+        return self.ratio >= self.target
+
+
+# ----------------------------------------------------------------------------- set-ups
+def _overrides(sizes: Sizes, device: str, *extra: str) -> list[str]:
+    return [
+        f"data={sizes.data}",
+        *sizes.data_overrides,
+        "logger=none",
+        "callbacks=none",
+        f"paths.output_dir={sizes.out_dir}",
+        f"paths.cache_dir={sizes.cache_dir}",
+        f"model.encoder.pretrained={sizes.pretrained}",
+        f"trainer.accelerator={'gpu' if device.startswith('cuda') else 'cpu'}",
+        *sizes.model_overrides,
+        *extra,
+    ]
+
+
+def frozen_setup(sizes: Sizes, device: str) -> Setup:
+    """The default model (frozen MiniLM, cached pooled vectors) at the default batch size."""
+    return build(_overrides(sizes, device, f"data.batch_size={sizes.frozen_batch}"))
+
+
+def encoder_setup(sizes: Sizes, device: str, batch: int, seq: int) -> Setup:
+    """The same model with full fine-tuning, ``batch`` pairs, ``seq``-token texts."""
+    return build(
+        _overrides(
+            sizes,
+            device,
+            "model.encoder.finetune=full",
+            f"data.batch_size={batch}",
+            f"data.text.max_user_len={seq}",
+            f"data.text.max_item_len={seq}",
+            "optim.lr=2e-5",
+            "eval.metrics=[recall,ndcg]",  # no evaluation here: skip the reference vectors
+        )
+    )
+
+
+def _bf16(setup: Setup) -> bool:
+    return str(setup.precision).startswith("bf16")
+
+
+def _optim(setup: Setup) -> dict:
+    return dict(setup.cfg.optim)
+
+
+# ----------------------------------------------------------------------------- rows
+def rerank_rows(device: str = "cpu") -> list[Row]:
+    """Row 1: MMR and DPP at diversity 0.5, ours vs the per-user pyversity loop."""
+    from experiments.benchmarks import bench_rerank as br
+
+    rows = []
+    for r in br.run(device, diversity=0.5):
+        if r["pyversity_s"] is None:
+            continue
+        rows.append(
+            Row(
+                f"re-rank {r['method'].upper()} (λ=0.5)",
+                f"{r['ours_s']:.3f} s",
+                f"{r['pyversity_s']:.3f} s pyversity loop",
+                r["speedup"],
+                1.0,
+                f"{br.N_USERS} users, N={br.N_ITEMS:,}, M={br.CANDIDATES}, k={br.K}, "
+                f"{r['threads']} thread(s); agree {r['agreement']:.1%}",
+            )
+        )
+    return rows
+
+
+def frozen_training_rows(sizes: Sizes, device: str, setup: Setup | None = None) -> list[Row]:
+    """Row 2a: heads-only steps on cached vectors, Lightning vs a plain PyTorch loop."""
+    s = setup or frozen_setup(sizes, device)
+    loader = bench_training.pair_loader(s.dm, sizes.frozen_batch, sizes.frozen_warmup + sizes.frozen_steps)
+    clip = s.cfg.trainer.get("gradient_clip_val")
+    ours, plain = [], []
+    for _ in range(sizes.rounds):
+        ours.append(
+            bench_training.lightning_pairs_per_s(
+                s.module, loader, s.cfg, s.precision, sizes.frozen_warmup, device
+            )
+        )
+        plain.append(
+            bench_training.plain_pairs_per_s(
+                s.module, loader, _optim(s), sizes.frozen_warmup, device, _bf16(s), clip
+            )
+        )
+    return [
+        Row(
+            "train, frozen cache (heads only)",
+            f"{max(ours):,.0f} pairs/s",
+            f"{max(plain):,.0f} pairs/s plain loop",
+            max(ours) / max(plain),
+            0.9,
+            f"batch {sizes.frozen_batch}, {sizes.frozen_steps} steps after "
+            f"{sizes.frozen_warmup} warm-up, best of {sizes.rounds}",
+        )
+    ]
+
+
+def encoder_training_rows(sizes: Sizes, device: str) -> list[Row]:
+    """Rows 2b, 2c: full fine-tuning, Lightning vs plain loop vs sentence-transformers."""
+    from divrec.models.pretrained import resolve_pretrained
+
+    s = encoder_setup(sizes, device, sizes.enc_batch, sizes.enc_seq)
+    loader = bench_training.pair_loader(s.dm, sizes.enc_batch, sizes.enc_warmup + sizes.enc_steps)
+    anchors, positives = bench_training.pair_texts(s.dm, loader)
+    clip = s.cfg.trainer.get("gradient_clip_val")
+    ours, plain, st = [], [], []
+    for _ in range(sizes.rounds):
+        ours.append(
+            bench_training.lightning_pairs_per_s(
+                s.module, loader, s.cfg, s.precision, sizes.enc_warmup, device
+            )
+        )
+        plain.append(
+            bench_training.plain_pairs_per_s(
+                s.module, loader, _optim(s), sizes.enc_warmup, device, _bf16(s), clip
+            )
+        )
+        st.append(
+            bench_training.st_pairs_per_s(
+                resolve_pretrained(sizes.pretrained),
+                anchors,
+                positives,
+                sizes.enc_batch,
+                sizes.enc_seq,
+                sizes.enc_warmup,
+                device,
+                Path(sizes.out_dir) / "st",
+                bf16=_bf16(s),
+            )
+        )
+    what = f"batch {sizes.enc_batch}, ≤{sizes.enc_seq} tokens, {sizes.enc_steps} steps after "
+    what += f"{sizes.enc_warmup} warm-up, best of {sizes.rounds}"
+    return [
+        Row(
+            "train, full fine-tuning",
+            f"{max(ours):,.1f} pairs/s",
+            f"{max(plain):,.1f} pairs/s plain loop",
+            max(ours) / max(plain),
+            0.9,
+            what,
+        ),
+        Row(
+            "train, full FT vs sentence-transformers",
+            f"{max(ours):,.1f} pairs/s",
+            f"{max(st):,.1f} pairs/s ST trainer + MNRL",
+            max(ours) / max(st),
+            1.0,
+            what,
+        ),
+    ]
+
+
+def eval_rows(sizes: Sizes, device: str, setup: Setup | None = None) -> list[Row]:
+    """Row 3: full-catalogue validation of the default model: users/s and peak memory."""
+    s = setup or frozen_setup(sizes, device)
+    r = bench_eval.eval_throughput(s, device)
+    kind = "CUDA allocated" if device.startswith("cuda") else "RSS"
+    return [
+        Row(
+            "eval, full catalogue (validate)",
+            f"{r['users_per_s']:,.0f} users/s",
+            note=f"{r['users']} users x {r['items']:,} items in {r['seconds']:.2f} s, "
+            f"{r['n_metrics']} metrics; peak {kind} +{r['peak_delta_mb']:.0f} MB "
+            f"(to {r['peak_mb']:.0f} MB)",
+        )
+    ]
+
+
+def cache_rows(sizes: Sizes, device: str, setup: Setup | None = None) -> list[Row]:
+    """Row 4: epoch time with cached frozen vectors vs the frozen backbone in every step."""
+    s = setup or frozen_setup(sizes, device)
+    n = max(sizes.frozen_warmup + sizes.frozen_steps, 1 + sizes.uncached_steps)
+    loader = bench_training.pair_loader(s.dm, sizes.frozen_batch, n)
+    r = bench_training.cached_vs_uncached(
+        s.module, loader, 1 + sizes.uncached_steps, _optim(s), sizes.frozen_warmup, device, _bf16(s)
+    )
+    steps = max(1, len(s.dm.train_users) // sizes.frozen_batch)
+    cached, uncached = r["cached_s_per_step"] * steps, r["uncached_s_per_step"] * steps
+    fill = s.dm.stats.get("cache/embeddings_seconds")
+    hit = s.dm.stats.get("cache/embeddings_hit")
+    fill_note = "cache reused" if hit else f"one-time cache fill {fill:.0f} s"
+    return [
+        Row(
+            "epoch, frozen cache vs backbone per step",
+            f"{cached:,.1f} s/epoch",
+            f"{uncached:,.0f} s/epoch uncached",
+            uncached / cached,
+            None,
+            f"{steps} steps x {sizes.frozen_batch} pairs, from {sizes.frozen_steps} cached / "
+            f"{sizes.uncached_steps} uncached timed steps; {fill_note}",
+        )
+    ]
+
+
+def mfu_rows(sizes: Sizes, device: str) -> list[Row]:
+    """Row 5b: model FLOP utilisation of full MiniLM fine-tuning vs the measured matmul rate."""
+    s = encoder_setup(sizes, device, sizes.mfu_batch, sizes.mfu_seq)
+    loader = bench_training.pair_loader(s.dm, sizes.mfu_batch, sizes.mfu_warmup + sizes.mfu_steps)
+    r = bench_training.training_mfu(s.module, loader, s.cfg, s.precision, sizes.mfu_warmup, device)
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    peak = bench_training.matmul_flops_per_s(device, dtype, sizes.matmul_n)
+    return [
+        Row(
+            "MFU, full fine-tuning",
+            f"{r['flops_per_s'] / 1e12:.2f} TFLOP/s",
+            f"{peak / 1e12:.2f} TFLOP/s {str(dtype).split('.')[-1]} matmul",
+            r["flops_per_s"] / peak,
+            None,
+            f"{s.precision}, batch {sizes.mfu_batch}, ≤{sizes.mfu_seq} tokens "
+            f"({r['tokens_per_step']:,.0f} tokens/step), {r['pairs_per_s']:,.0f} pairs/s",
+        )
+    ]
+
+
+def gpu_rows(sizes: Sizes) -> list[Row]:
+    """Row 5: the table again on the GPU plus MFU, or one row saying there is none."""
+    if not torch.cuda.is_available():
+        return [Row("GPU rows", "-", note="no GPU here (torch.cuda.is_available() is False)")]
+    rows = all_rows(sizes, "cuda") + _safe("GPU MFU", lambda: mfu_rows(sizes, "cuda"))
+    return [replace(r, name=f"GPU: {r.name}") for r in rows]
+
+
+def _safe(name: str, job: Callable[[], list[Row]]) -> list[Row]:
+    """Run one row job; a failure becomes a row with the error (the table still prints)."""
+    t0 = time.perf_counter()
+    try:
+        rows = job()
+    except Exception as e:  # noqa: BLE001 - one broken row must not hide the others
+        traceback.print_exc()
+        rows = [Row(name, "failed", note=f"{type(e).__name__}: {str(e).splitlines()[0][:120]}")]
+    print(f"[bench] {name}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+    return rows
+
+
+def all_rows(sizes: Sizes, device: str = "cpu") -> list[Row]:
+    """Every row on ``device`` (rows 1-4), then the GPU rows (row 5)."""
+    rows: list[Row] = []
+    if sizes.rerank:
+        rows += _safe("re-rank", lambda: rerank_rows(device))
+    box: dict[str, Setup] = {}
+
+    def with_setup(fn):
+        def job():
+            if "frozen" not in box:
+                box["frozen"] = frozen_setup(sizes, device)
+            return fn(sizes, device, box["frozen"])
+
+        return job
+
+    rows += _safe("train, frozen", with_setup(frozen_training_rows))
+    rows += _safe("train, full FT", lambda: encoder_training_rows(sizes, device))
+    rows += _safe("eval", with_setup(eval_rows))
+    rows += _safe("epoch cache", with_setup(cache_rows))
+    if device == "cpu":
+        rows += gpu_rows(sizes)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI entry point (``make bench``)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--readme", default=str(README), help="where to write the README")
+    parser.add_argument("--no-readme", action="store_true", help="print the table only")
+    args = parser.parse_args(argv)
+    _quiet_logs()
+    torch.set_float32_matmul_precision("high")
+    sizes = Sizes()
+    t0, load0 = time.perf_counter(), os.getloadavg()
+    rows = all_rows(sizes, "cpu")
+    info = {"wall_s": time.perf_counter() - t0, "load": (load0, os.getloadavg())}
+    print(format_table(rows))
+    if not args.no_readme:
+        write_readme(Path(args.readme), rows, sizes, info)
+        print(f"wrote {args.readme}", file=sys.stderr)
+
+
+def _quiet_logs() -> None:
+    import logging
+
+    for name in ("lightning.pytorch", "lightning.fabric", "divrec", "sentence_transformers"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        import datasets
+        import transformers
+
+        datasets.disable_progress_bars()
+        transformers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.set_verbosity_error()
+    except ImportError:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,224 @@
+"""``divrec.recommend``: fresh histories, cold items, re-ranking and the CLI on tiny runs."""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+
+from divrec.errors import DataError
+from divrec.models.cf import item_neighbours
+from divrec.recommend import _extend_neighbours, load_model, main, recommend
+from divrec.train import train
+from tests.conftest import ROOT, TINY_OVERRIDES
+from tests.models.test_cf import group_override
+
+COLUMNS = ["rank", "item_id", "title", "score", "because"]
+
+
+def _run(tmp_path_factory, tiny_model_dir, shared_cache, *overrides: str):
+    out = tmp_path_factory.mktemp("run")
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = hydra_compose(
+            config_name="train",
+            overrides=[
+                *TINY_OVERRIDES,
+                f"model.encoder.pretrained={tiny_model_dir}",
+                f"paths.output_dir={out}",
+                f"paths.cache_dir={shared_cache}",
+                "trainer.limit_train_batches=2",
+                *overrides,
+            ],
+        )
+    train(cfg)
+    # .hydra/config.yaml is written by Hydra's app, not by compose: save it like a real run.
+    from omegaconf import OmegaConf
+
+    (out / ".hydra").mkdir(exist_ok=True)
+    OmegaConf.save(cfg, out / ".hydra" / "config.yaml")
+    return out
+
+
+@pytest.fixture(scope="module")
+def hist_run(tmp_path_factory, tiny_model_dir, shared_cache):
+    return _run(tmp_path_factory, tiny_model_dir, shared_cache, "model.user_tower=history")
+
+
+@pytest.fixture(scope="module")
+def hist_model(hist_run):
+    return load_model(next((hist_run / "checkpoints").glob("epoch*.ckpt")))
+
+
+@pytest.fixture(scope="module")
+def hybrid_model(tmp_path_factory, tiny_model_dir, shared_cache):
+    run = _run(
+        tmp_path_factory,
+        tiny_model_dir,
+        shared_cache,
+        "model.user_tower=history",
+        group_override("cf", "hybrid"),
+        group_override("pooling", "similarity"),
+        "model.cf.top_n=5",
+    )
+    return load_model(run)
+
+
+@pytest.fixture(scope="module")
+def text_model(tmp_path_factory, tiny_model_dir, shared_cache):
+    return load_model(_run(tmp_path_factory, tiny_model_dir, shared_cache))
+
+
+def _user_history(model, user: int) -> list[str]:
+    """A training user's items, oldest first (original ids)."""
+    dm = model.dm
+    uid = dm.user_ids[user]
+    train = dm.split.train[dm.split.train.user_id == uid].sort_values("timestamp", kind="stable")
+    return train.item_id.tolist()
+
+
+def test_fresh_history_changes_when_one_item_is_added(hist_model):
+    ids = hist_model.dm.catalogue.item_ids
+    history = [ids[3], ids[50], ids[120]]
+    first = recommend(hist_model, history, k=10)
+    assert list(first.columns) == COLUMNS and first["rank"].tolist() == list(range(1, 11))
+    assert not set(first.item_id) & set(history)
+    assert first.score.is_monotonic_decreasing
+    pd.testing.assert_frame_equal(first, recommend(hist_model, history, k=10))  # deterministic
+    longer = recommend(hist_model, [*history, ids[200]], k=10)
+    assert not longer.equals(first)
+    assert not set(longer.item_id) & {*history, ids[200]}
+
+
+@pytest.mark.parametrize("which", ["hist_model", "hybrid_model"])
+def test_history_of_a_training_user_reproduces_the_eval_scores(request, which):
+    model = request.getfixturevalue(which)
+    module, dm = model.module, model.dm
+    user = int(torch.argmax(dm.history.indptr.diff()))  # the longest history: truncated to H
+    batch = {
+        "user_idx": torch.tensor([user]),
+        "history_idx": dm.history.recent[[user]],
+        "history_mask": dm.history.recent_mask[[user]],
+    }
+    with torch.no_grad():
+        module.on_eval_start()
+        scores = module.score(batch)[0]
+    history = _user_history(model, user)
+    recs = recommend(model, history, k=20)
+    seen = torch.tensor([dm.catalogue.index[i] for i in history])
+    expected = scores.clone()
+    expected[seen] = float("-inf")
+    top = expected.topk(20).indices.tolist()
+    if which == "hist_model":
+        assert recs.item_id.tolist() == [dm.catalogue.item_ids[i] for i in top]
+        torch.testing.assert_close(
+            torch.tensor(recs.score.to_numpy()), scores[top].float(), atol=1e-5, rtol=1e-5
+        )
+    else:  # eval keeps the user out of their own N_k; a fresh history finds them (cos 1)
+        assert recs.score.is_monotonic_decreasing and recs.score.notna().all()
+    assert recs.because.str.startswith("because you liked: ").all()
+
+
+def test_text_tower_user_text_is_built_from_history_titles(text_model):
+    dm, net = text_model.dm, text_model.module.net
+    ids, titles = dm.catalogue.item_ids, dm.catalogue.titles
+    history = [ids[7], ids[8], ids[9]]
+    recs = recommend(text_model, history, k=5)
+    # data.text.user_template "{profile}Recently liked: {history}." with the newest title first
+    text = f"Recently liked: {titles[9]}; {titles[8]}; {titles[7]}."
+    tok = text_model.tokenizer([text], return_tensors="pt")
+    with torch.no_grad():
+        hidden = net.user_encoder.backbone(**tok).last_hidden_state
+        pooled = (hidden * tok["attention_mask"][..., None]).sum(1) / tok["attention_mask"].sum()
+        user = F.normalize(net.user_head(pooled), dim=-1)[0]
+    items = text_model.ctx.items
+    expected = [float(user @ items[dm.catalogue.index[i]]) for i in recs.item_id]
+    assert recs.score.tolist() == pytest.approx(expected, abs=1e-5)
+    assert recs.score.tolist() == pytest.approx(sorted(expected, reverse=True))
+    assert not recommend(text_model, [*history, ids[10]], k=5).equals(recs)
+
+
+def test_cold_item_is_recommendable_from_its_text_alone(hist_model):
+    dm = hist_model.dm
+    ids = dm.catalogue.item_ids
+    history = [ids[3], ids[50], ids[120]]
+    top = recommend(hist_model, history, k=5)
+    best = top.item_id.iloc[0]
+    row = dm.dataset.items[dm.dataset.items.item_id == best].copy()
+    row["item_id"] = "new-clone"  # same text as the best item, never seen in training
+    other = dm.dataset.items.iloc[[10]].copy()
+    other["item_id"] = "new-other"
+    extra = pd.concat([row, other])
+    recs = recommend(hist_model, history, k=5, catalogue=extra)
+    assert recs.item_id.iloc[:2].tolist() in (["new-clone", best], [best, "new-clone"])
+    assert recs.score.iloc[0] == pytest.approx(recs.score.iloc[1], abs=1e-5)
+    assert recs.loc[recs.item_id == "new-clone", "title"].item() == row.title.item()
+    # a cold item may also be in the history (then it is excluded from the list)
+    with_cold = recommend(hist_model, [*history, "new-other"], k=5, catalogue=extra)
+    assert "new-other" not in set(with_cold.item_id) and not with_cold.equals(top)
+    with pytest.raises(DataError, match="item ids must be new"):
+        recommend(hist_model, history, catalogue=dm.dataset.items.iloc[[0]])
+    with pytest.raises(DataError, match="unknown item id"):
+        recommend(hist_model, ["no-such-item"])
+
+
+def test_hybrid_with_cold_items_and_neighbour_lists(hybrid_model):
+    dm = hybrid_model.dm
+    extra = dm.dataset.items.iloc[[4, 5]].copy()
+    extra["item_id"] = ["cold-a", "cold-b"]
+    recs = recommend(hybrid_model, dm.catalogue.item_ids[:4], k=300, catalogue=extra)
+    assert {"cold-a", "cold-b"} <= set(recs.item_id) and recs.score.notna().all()
+
+
+def test_extended_neighbour_lists_equal_a_full_recomputation():
+    old = F.normalize(torch.randn(30, 5, generator=torch.Generator().manual_seed(0)), dim=-1)
+    new = F.normalize(torch.randn(4, 5, generator=torch.Generator().manual_seed(1)), dim=-1)
+    idx, val = _extend_neighbours(item_neighbours(old, 6), old, new)
+    ref_idx, ref_val = item_neighbours(torch.cat([old, new]), 6)
+    torch.testing.assert_close(val, ref_val)
+    assert torch.equal(idx, ref_idx)
+
+
+def test_rerank_mmr(hist_model):
+    ids = hist_model.dm.catalogue.item_ids
+    history = [ids[3], ids[50], ids[120]]
+    plain = recommend(hist_model, history, k=10)
+    zero = recommend(hist_model, history, k=10, rerank="mmr", diversity=0.0)
+    assert zero.item_id.tolist() == plain.item_id.tolist()
+    diverse = recommend(hist_model, history, k=10, rerank="mmr", diversity=0.9)
+    assert diverse.item_id.tolist() != plain.item_id.tolist()
+    assert not diverse.score.is_monotonic_decreasing  # the model's scores, in MMR order
+
+
+def test_fifty_item_history_answers_in_under_a_second(hist_model):
+    history = hist_model.dm.catalogue.item_ids[:50]
+    recommend(hist_model, history, k=10)  # warm-up
+    t0 = time.perf_counter()
+    recs = recommend(hist_model, history, k=10)
+    assert time.perf_counter() - t0 < 1.0 and len(recs) == 10
+
+
+def test_cli_prints_a_table(hist_run, hist_model, capsys):
+    ids = hist_model.dm.catalogue.item_ids
+    expected = recommend(hist_model, [ids[3], ids[50]], k=3)
+    code = main(["--checkpoint", str(hist_run), "--history", f"{ids[3]},{ids[50]}", "--k", "3"])
+    out = capsys.readouterr().out
+    assert code == 0 and "rank" in out and "because" in out
+    for title in expected.title:
+        assert title.split(",")[0] in out
+    assert main(["--checkpoint", str(hist_run), "--history", "no-such-item"]) == 2
+    assert "unknown item id" in capsys.readouterr().err
+
+
+def test_load_model_needs_a_run_folder(tmp_path):
+    ckpt = tmp_path / "checkpoints" / "x.ckpt"
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b"")
+    with pytest.raises(DataError, match="config.yaml"):
+        load_model(ckpt)
+    with pytest.raises(DataError, match="no such checkpoint"):
+        load_model(tmp_path / "missing.ckpt")
