@@ -58,6 +58,12 @@ def _history_poolings() -> Iterable[str]:
     return POOLINGS
 
 
+def _cf_variants() -> Iterable[str]:
+    from divrec.models.cf import VARIANTS
+
+    return VARIANTS
+
+
 def _baselines() -> Iterable[str]:
     from divrec.baselines import BASELINES
 
@@ -153,6 +159,27 @@ class CacheSchema:
 
 
 @dataclass
+class CFWeightsSchema:
+    """``model.cf.weights``: mixing weights of the hybrid (>= 0, one > 0)."""
+
+    two_tower: float = opt(1.0, "weight of the two-tower cosine", ge=0)
+    item_based: float = opt(1.0, "weight of the item-based score", ge=0)
+    user_based: float = opt(1.0, "weight of the user-based score", ge=0)
+
+
+@dataclass
+class CFSchema:
+    """``model.cf`` (conf/model/cf/*.yaml; ``divrec.models.cf.CFScorer``)."""
+
+    name: str = opt("two_tower", "scoring rule", choices=_cf_variants)
+    explain: int = opt(3, "history items named per recommendation (0: off)", ge=0)
+    top_n: int | None = opt(None, "item_based: top-n similar items kept (null: all)", ge=1)
+    k: int = opt(50, "user_based: neighbours per user", ge=1)
+    weights: CFWeightsSchema | None = opt(CFWeightsSchema, "hybrid mixing weights")
+    learn: bool = opt(False, "hybrid: learn the weights")
+
+
+@dataclass
 class TwoTowerSchema:
     """``model`` with ``kind: two_tower`` (conf/model/two_tower.yaml)."""
 
@@ -167,6 +194,7 @@ class TwoTowerSchema:
     learn_temperature: bool = opt(True, "learn the temperature")
     encoder: EncoderSchema = opt(EncoderSchema, "text encoder")
     pooling: HistoryPoolingSchema = opt(HistoryPoolingSchema, "history pooling")
+    cf: CFSchema | None = opt(CFSchema, "CF scoring variant")
     cache: CacheSchema = opt(CacheSchema, "embedding cache")
 
 

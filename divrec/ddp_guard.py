@@ -4,8 +4,9 @@ Lightning's ``ddp`` strategy (and ``fsdp``, ``deepspeed``, and ``strategy=auto``
 one device) starts its extra processes by re-executing ``sys.argv``. Inside ``python train.py
 -m a=1,2`` that command line contains ``-m`` and the sweep, so every child starts the sweep
 again (Lightning #11300, #15689, #18175). ``ddp_spawn`` / ``ddp_fork`` start children without
-re-executing the script and are safe; so are processes created by SLURM (one task per device)
-or torchrun, because Lightning then starts no processes itself.
+re-executing the script, so the guard lets them through (but they test in copies of the module:
+the parent gets no ``recommendations``); processes created by SLURM (one task per device) or
+torchrun are safe too, because Lightning then starts no processes itself.
 
 A child re-launched by Lightning has the environment variable ``LOCAL_RANK`` set (1, 2, ...);
 rank 0 is the original process, where ``LOCAL_RANK`` is unset (or "0" under torchrun/SLURM).
@@ -131,6 +132,6 @@ def check_ddp_multirun(cfg: DictConfig, multirun: bool | None = None) -> None:
     raise ConfigError(
         f"trainer.strategy={_strategy_name(trainer.get('strategy', 'auto'))} with "
         f"trainer.devices={trainer.get('devices')} inside a multirun (-m) would re-run the whole "
-        "sweep in every DDP process; use one device per job (hydra/launcher=gpu_pool), "
-        "hydra/launcher=slurm for multi-device jobs, or trainer.strategy=ddp_spawn"
+        "sweep in every DDP process; run one device per job with hydra/launcher=gpu_pool, or "
+        "multi-device jobs with hydra/launcher=slurm"
     )

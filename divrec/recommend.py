@@ -18,6 +18,11 @@ item ids, in the run's CF variant (``model.cf``), with no retraining:
   in the history). Their vectors have no ID embedding, and nobody has interacted with them, so
   their user-based score is 0.
 
+Texts encoded at call time (a text-tower user, ``catalogue`` items) use float32 on a CPU even
+when the run filled its embedding cache under bf16 autocast (``model.cache.bf16``), which is
+several times slower than float32 on CPUs without bf16 units; the vectors then differ from
+cached ones by bf16 rounding only.
+
 Re-rankers: ``mmr``/``dpp`` use the frozen encoder's mean-pooled vectors when the run has them
 (frozen backbone, mean pooling), else the model's item vectors; ``xquad`` the history's
 category distribution.
@@ -131,8 +136,9 @@ def _encode(m: LoadedModel, encoder, texts: list[str], max_len: int) -> torch.Te
 
     tok = m.tokenizer(texts, truncation=True, max_length=max_len, padding=True, return_tensors="pt")
     dev = m.module.net.log_temperature.device
+    bf16 = m.bf16 and dev.type == "cuda"  # bf16 autocast is slow on most CPUs: float32 there
     return encode_in_batches(
-        encoder, tok["input_ids"], tok["attention_mask"], device=dev, bf16=m.bf16, pooled_only=True
+        encoder, tok["input_ids"], tok["attention_mask"], device=dev, bf16=bf16, pooled_only=True
     ).to(dev)
 
 
@@ -217,7 +223,8 @@ def _extend_neighbours(nb: tuple[torch.Tensor, torch.Tensor], old: torch.Tensor,
     idx, val = nb
     n, n_old = idx.shape[1], old.shape[0]
     cand_val = torch.cat([val, old @ new.T], 1)  # old items: old top-n or a new item
-    cand_idx = torch.cat([idx, torch.arange(n_old, n_old + len(new)).expand(n_old, -1)], 1)
+    extra = torch.arange(n_old, n_old + len(new), device=idx.device).expand(n_old, -1)
+    cand_idx = torch.cat([idx, extra], 1)
     v, pos = cand_val.topk(n, dim=1)
     new_idx, new_val = item_neighbours(torch.cat([old, new]), n)  # self excluded
     return (
@@ -310,7 +317,7 @@ def _rank(m, view: _View, masked, idx, k: int, name: str, diversity: float) -> t
     from divrec.rerank import rerank
 
     cats = view.categories
-    user_cats = cats[idx].sum(0, keepdim=True) if idx else torch.zeros(1, cats.shape[1])
+    user_cats = cats[idx].sum(0, keepdim=True) if idx else cats.new_zeros(1, cats.shape[1])
     user_cats = user_cats / user_cats.sum().clamp_min(1e-9)
     return rerank(
         name,
@@ -319,7 +326,7 @@ def _rank(m, view: _View, masked, idx, k: int, name: str, diversity: float) -> t
         float(diversity),
         embeddings=F.normalize(view.embeddings.float(), dim=-1),
         categories=cats,
-        user_categories=user_cats.to(cats.device),
+        user_categories=user_cats,
         candidates=max(k, int(m.module.rerank_cfg.get("candidates", 200) or 200)),
     )
 

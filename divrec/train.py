@@ -29,6 +29,7 @@ from divrec.artifacts import (
     write_recommendations,
 )
 from divrec.build import build_datamodule, build_module, precision
+from divrec.config_check import validate_against_data, validate_config
 from divrec.data.datamodule import RecDataModule
 from divrec.errors import DivrecError
 from divrec.wandb_utils import finish_wandb, log_recommendation_table
@@ -63,12 +64,14 @@ def eval_points(cfg: DictConfig) -> list[tuple[str, dict, dict]]:
 def train(cfg: DictConfig) -> float:
     """Run one experiment; returns ``cfg.optimized_metric`` (best validation value)."""
     t0 = time.time()
+    validate_config(cfg)  # before any data is loaded: typos, types, ranges
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
 
     dm = build_datamodule(cfg)
+    validate_against_data(cfg, len(dm.catalogue))
     _print_stats(dm.stats)
     dm.save_split(out / "split")
     module = build_module(cfg, dm)
@@ -217,6 +220,12 @@ def _is_multirun() -> bool:
 
 def run(cfg: DictConfig) -> float:
     """``train`` with failure isolation and a W&B run that always finishes."""
+    from divrec.ddp_guard import check_ddp_multirun
+
+    try:
+        check_ddp_multirun(cfg)  # sweep-wide mistake: stop at once, one line
+    except DivrecError as e:
+        raise SystemExit(f"error: {e}") from None
     t0 = time.time()
     try:
         return train(cfg)

@@ -87,6 +87,8 @@ BAD = [
     (["data.preprocess.dedup=last"], "data.preprocess.dedup", "choose from"),
     (["model.kind=gnn"], "model.kind", "choose from"),
     (["model=bpr", "model.name=bprr"], "model.name", "did you mean 'bpr'"),
+    (["+model/cf=user_based", "+model.cf.kk=3"], "model.cf.kk", "did you mean 'k'"),
+    (["+model/cf=hybrid", "model.cf.weights.two_tower=-1"], "model.cf.weights.two_tower", ">= 0"),
 ]
 
 
@@ -129,6 +131,9 @@ OPTIONS = (
     + [("rerank", o, []) for o in _options("rerank")]
     + [("loss", o, []) for o in _options("loss")]
     + [("loss/diversity", o, []) for o in _options("loss/diversity")]
+    # groups outside the defaults list are appended with '+'
+    + [("+model/pooling", o, ["model.user_tower=history"]) for o in _options("model/pooling")]
+    + [("+model/cf", o, ["model.user_tower=history"]) for o in _options("model/cf")]
 )
 
 
@@ -137,11 +142,17 @@ def test_every_shipped_option_is_enumerated():
     assert {o for g, o, _ in OPTIONS if g == "data"} >= {"movielens", "shop_sim", "csv", "amazon"}
     assert {o for g, o, _ in OPTIONS if g == "model"} >= {"two_tower", "pop", "ease", "bpr"}
     assert len([1 for g, _, _ in OPTIONS if g == "loss/diversity"]) == 4
+    assert {o for g, o, _ in OPTIONS if g == "+model/cf"} >= {"two_tower", "hybrid"}
 
 
 @pytest.mark.parametrize(("group", "option", "extra"), OPTIONS, ids=lambda v: str(v))
 def test_shipped_option_is_valid(group, option, extra):
     validate_config(_plain(f"{group}={option}", *extra))
+
+
+@pytest.mark.parametrize("experiment", _options("experiment"))
+def test_shipped_experiment_is_valid(experiment):
+    validate_config(_plain(f"+experiment={experiment}"))
 
 
 def test_default_config_is_valid():
@@ -175,10 +186,13 @@ def test_schemas_match_the_code_they_check():
     from divrec.data.preprocess import preprocess
     from divrec.data.split import make_split
     from divrec.data.text import TextConfig
+    from divrec.models.cf import COMPONENTS, CFScorer
     from divrec.models.encoder import LORA_DEFAULTS, TextEncoder
     from divrec.models.towers import TwoTower
 
-    assert _names(cs.TwoTowerSchema) - {"kind", "cache"} <= _params(TwoTower)
+    assert _names(cs.TwoTowerSchema) - {"kind", "cache", "cf"} <= _params(TwoTower)
+    assert _names(cs.CFSchema) == _params(CFScorer)
+    assert _names(cs.CFWeightsSchema) == set(COMPONENTS)
     assert _names(cs.EncoderSchema) <= _params(TextEncoder)
     assert _names(cs.LoraSchema) == set(LORA_DEFAULTS)
     assert _names(cs.DataSchema) - {"_target_"} <= _params(RecDataModule)

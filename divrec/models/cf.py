@@ -90,7 +90,8 @@ def item_based_scores(
         return torch.einsum("bh,bhd->bd", w, items[hist]) @ items.T
     nb_idx, nb_sim = neighbours[0][hist], neighbours[1][hist]  # [B, H, n]
     out = torch.zeros(hist.shape[0], items.shape[0], device=items.device, dtype=items.dtype)
-    return out.scatter_add_(1, nb_idx.flatten(1), (nb_sim * w.unsqueeze(-1)).flatten(1))
+    src = (nb_sim * w.unsqueeze(-1)).flatten(1).to(out.dtype)  # autocast may give bf16
+    return out.scatter_add_(1, nb_idx.flatten(1), src)
 
 
 def train_matrix(users: Tensor, items: Tensor, n_users: int, n_items: int) -> Tensor:
@@ -121,7 +122,8 @@ def user_based_scores(
     val, idx = sims.topk(max(1, min(int(k), sims.shape[1])), dim=1)
     val = torch.where(torch.isfinite(val), val, torch.zeros_like(val))
     w = torch.zeros_like(sims).scatter_(1, idx, val)  # [B, U], k non-zeros per row
-    scores = torch.sparse.mm(ctx.interactions, w.T).T  # [B, N]
+    r = ctx.interactions
+    scores = torch.sparse.mm(r, w.T.to(r.dtype)).T  # [B, N]
     if normalise:
         scores = scores / val.abs().sum(1, keepdim=True).clamp_min(1e-12)
     return scores
@@ -253,7 +255,8 @@ class CFScorer(nn.Module):
             inside = (nb_idx >= s) & (nb_idx < e)
             out = torch.zeros(*hist.shape, e - s, device=h.device, dtype=h.dtype)
             pos = (nb_idx - s).clamp(0, e - s - 1)
-            return out.scatter_add_(2, pos, torch.where(inside, nb_sim, torch.zeros_like(nb_sim)))
+            src = torch.where(inside, nb_sim, torch.zeros_like(nb_sim)).to(out.dtype)
+            return out.scatter_add_(2, pos, src)
 
         return chunk
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from divrec.metrics import RankingEvaluator, topk_unseen
@@ -31,6 +32,12 @@ class RankingModule(pl.LightningModule):
         self.save_topk = int(evaluation.get("save_topk", 100))
         self.rerank_cfg = dict(rerank_cfg or {"name": "none"})
         self.recommendations: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.step_seed = torch.initial_seed()  # built after seed_everything
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Randomness inside a step (dropout, sampled negatives) depends only on (seed, step),
+        # so a resumed run draws what an uninterrupted one would.
+        torch.manual_seed((self.step_seed * 1_000_003 + self.global_step) % (1 << 63))
         self.because: list[list[str]] = []  # per saved row: explanation strings (may stay empty)
 
     def attach_eval(self, dm, reference_embeddings: torch.Tensor | None) -> None:
@@ -126,3 +133,9 @@ class RankingModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_eval(self.test_metrics)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            # Every rank holds the lists of its own users: gather them for the run artefacts.
+            parts: list = [None] * dist.get_world_size()
+            dist.all_gather_object(parts, (self.recommendations, self.because))
+            self.recommendations = [r for p in parts for r in p[0]]
+            self.because = [b for p in parts for b in p[1]]

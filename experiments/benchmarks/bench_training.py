@@ -15,6 +15,8 @@ of the last step. All loops consume the same fixed list of (user, item) training
   on the same (user text, item text) pairs.
 - :func:`cached_vs_uncached`: the frozen model's step with cached backbone vectors vs the same
   step running the frozen backbone on the batch's texts.
+
+Rates are :class:`Rate` (wall-clock and process-CPU-time based).
 - :func:`training_mfu`: model FLOP utilisation of a fine-tuning run (GPU row).
 """
 
@@ -26,7 +28,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import lightning.pytorch as pl
 import torch
@@ -83,11 +85,33 @@ def pair_texts(dm, loader: DataLoader) -> tuple[list[str], list[str]]:
     return [dm.user_texts[u] for u in users], [dm.catalogue.texts[i] for i in items]
 
 
-def _rate(times: list[float], warmup: int, batch_size: int) -> float:
-    """Pairs/s from step-end timestamps, excluding the first ``warmup`` steps."""
-    if warmup < 1 or len(times) <= warmup:
-        raise ConfigError(f"benchmark: need more than warmup={warmup} steps, got {len(times)}")
-    return batch_size * (len(times) - warmup) / (times[-1] - times[warmup - 1])
+class Rate(NamedTuple):
+    """Items per second of wall-clock time and of this process's CPU time.
+
+    On a CPU with one torch thread, CPU time is the work the step needed and does not grow
+    when other processes share the cores (wall time does); on a GPU only ``wall`` is meaningful.
+    """
+
+    wall: float
+    cpu: float
+
+    def on(self, device: str) -> float:
+        """The rate reported for ``device``: CPU time on a CPU, wall time on a GPU."""
+        return self.cpu if device == "cpu" else self.wall
+
+
+def now() -> tuple[float, float]:
+    """(wall seconds, process CPU seconds)."""
+    return time.perf_counter(), time.process_time()
+
+
+def _rate(stamps: list[tuple[float, float]], warmup: int, batch_size: int) -> Rate:
+    """Pairs/s from step-end stamps (:func:`now`), excluding the first ``warmup`` steps."""
+    if warmup < 1 or len(stamps) <= warmup:
+        raise ConfigError(f"benchmark: need more than warmup={warmup} steps, got {len(stamps)}")
+    n = batch_size * (len(stamps) - warmup)
+    (w0, c0), (w1, c1) = stamps[warmup - 1], stamps[-1]
+    return Rate(n / max(w1 - w0, 1e-9), n / max(c1 - c0, 1e-9))
 
 
 class StepClock(pl.Callback):
@@ -95,11 +119,11 @@ class StepClock(pl.Callback):
 
     def __init__(self, device: str) -> None:
         self.device = device
-        self.times: list[float] = []
+        self.times: list[tuple[float, float]] = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         sync(self.device)
-        self.times.append(time.perf_counter())
+        self.times.append(now())
 
 
 @contextlib.contextmanager
@@ -108,6 +132,8 @@ def quiet() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*self.log.*")
+        warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
+        warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         yield
@@ -129,7 +155,7 @@ def lightning_trainer(cfg: DictConfig, precision: Any, callbacks: list, **kwargs
 
 def lightning_pairs_per_s(
     module, loader: DataLoader, cfg: DictConfig, precision: Any, warmup: int, device: str
-) -> float:
+) -> Rate:
     """Pairs/s of ``trainer.fit`` over ``loader`` (one pass, no validation)."""
     clock = StepClock(device)
     trainer = lightning_trainer(
@@ -141,6 +167,7 @@ def lightning_pairs_per_s(
         limit_val_batches=0,
         num_sanity_val_steps=0,
     )
+    module.train()  # Lightning keeps each submodule's own mode (see the module docstring)
     with quiet():
         trainer.fit(module, train_dataloaders=loader)
     return _rate(clock.times, warmup, loader.batch_size)
@@ -168,19 +195,15 @@ def plain_pairs_per_s(
     device: str,
     bf16: bool = False,
     clip: float | None = 1.0,
-) -> float:
+) -> Rate:
     """Pairs/s of a bare PyTorch loop: forward, backward, clip, AdamW and scheduler step."""
-    return _plain_loop(module, loader, optim, warmup, device, bf16, clip)[0]
-
-
-def _plain_loop(module, loader, optim, warmup, device, bf16, clip) -> tuple[float, list[float]]:
     module.to(device).train()
     params = [p for p in module.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(
         params, lr=optim.get("lr", 1e-3), weight_decay=optim.get("weight_decay", 0.01)
     )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
-    times: list[float] = []
+    times: list[tuple[float, float]] = []
     for batch in loader:
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=bf16):
@@ -192,15 +215,20 @@ def _plain_loop(module, loader, optim, warmup, device, bf16, clip) -> tuple[floa
         opt.step()
         sched.step()
         sync(device)
-        times.append(time.perf_counter())
-    return _rate(times, warmup, loader.batch_size), times
+        times.append(now())
+    return _rate(times, warmup, loader.batch_size)
 
 
 def cached_vs_uncached(
-    module, loader: DataLoader, uncached_batches: int, optim: dict, warmup: int, device: str,
+    module,
+    loader: DataLoader,
+    uncached_batches: int,
+    optim: dict,
+    warmup: int,
+    device: str,
     bf16: bool = False,
-) -> dict[str, float]:
-    """Seconds per step of the frozen model with cached backbone vectors vs the same step
+) -> dict[str, Rate]:
+    """Pairs/s of the frozen model with cached backbone vectors vs the same step
     encoding the batch's item and user texts through the frozen backbone (under ``no_grad``,
     in the trainer's precision); ``uncached_batches`` (<= len(loader)) includes the warm-up."""
     if not module.net.frozen:
@@ -218,8 +246,7 @@ def cached_vs_uncached(
         uncached = plain_pairs_per_s(module, short, optim, 1, device, bf16)
     finally:
         module.net.frozen = True
-    bs = loader.batch_size
-    return {"cached_s_per_step": bs / cached, "uncached_s_per_step": bs / uncached}
+    return {"cached": cached, "uncached": uncached}
 
 
 def st_pairs_per_s(
@@ -233,7 +260,7 @@ def st_pairs_per_s(
     out_dir: Path,
     lr: float = 2e-5,
     bf16: bool = False,
-) -> float:
+) -> Rate:
     """Pairs/s of ``SentenceTransformerTrainer`` + MultipleNegativesRankingLoss, full
     fine-tuning, batches taken in order (model loading and trainer set-up not timed)."""
     from datasets import Dataset as HFDataset
@@ -249,12 +276,12 @@ def st_pairs_per_s(
     except ImportError:  # sentence-transformers < 6
         from sentence_transformers.losses import MultipleNegativesRankingLoss
 
-    times: list[float] = []
+    times: list[tuple[float, float]] = []
 
     class Clock(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             sync(device)
-            times.append(time.perf_counter())
+            times.append(now())
 
     def in_order(dataset, batch_size, drop_last, **_):
         return torch.utils.data.BatchSampler(
@@ -292,6 +319,9 @@ def st_pairs_per_s(
             loss=MultipleNegativesRankingLoss(model),
             callbacks=[Clock()],
         )
+        for cb in list(trainer.callback_handler.callbacks):  # console print, model-card widgets
+            if type(cb).__name__ in ("PrinterCallback", "ModelCardCallback"):
+                trainer.remove_callback(cb)
         trainer.train()
     return _rate(times, warmup, batch_size)
 
@@ -361,16 +391,20 @@ def training_mfu(
         limit_val_batches=0,
         num_sanity_val_steps=0,
     )
+    module.train()
     try:
         with quiet():
             trainer.fit(module, train_dataloaders=loader)
     finally:
         counter.close()
-    seconds = clock.times[-1] - clock.times[warmup - 1]
+    rate = _rate(clock.times, warmup, loader.batch_size)
+    seconds = clock.times[-1][0] - clock.times[warmup - 1][0]
+    if device == "cpu":
+        seconds = clock.times[-1][1] - clock.times[warmup - 1][1]
     timed = counter.shapes[calls[warmup - 1] : calls[-1]]
     tokens = sum(b * n for b, n in timed)
     return {
         "flops_per_s": backbone_flops(backbone, timed) / seconds,
-        "pairs_per_s": _rate(clock.times, warmup, loader.batch_size),
+        "pairs_per_s": rate.on(device),
         "tokens_per_step": tokens / (len(clock.times) - warmup),
     }

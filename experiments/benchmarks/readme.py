@@ -136,7 +136,11 @@ def render(rows: list, sizes: Any, info: dict[str, Any]) -> str:
         "## Under target in this run",
         "",
         *(
-            [f"- **{r.name}**: {_ratio(r)} (target {r.target:.1f}x); see the notes." for r in rows if r.met is False]
+            [
+                f"- **{r.name}**: {_ratio(r)} (target {r.target:.1f}x); see the notes."
+                for r in rows
+                if r.met is False
+            ]
             or ["- none"]
         ),
         "",

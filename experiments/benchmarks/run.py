@@ -54,15 +54,16 @@ class Sizes:
     pretrained: str = "minilm"
     cache_dir: str = str(ROOT / ".cache" / "bench")
     out_dir: str = str(ROOT / ".cache" / "bench" / "runs")
-    rounds: int = 2  # divrec and reference runs interleaved this often; best of each reported
+    rounds: int = 3  # heads-only runs interleaved this often; best of each reported
     frozen_batch: int = 256  # the data config's default batch size
     frozen_warmup: int = 10
     frozen_steps: int = 60
-    uncached_steps: int = 3  # steps that run the frozen backbone (slow on a CPU)
+    uncached_steps: int = 2  # steps that run the frozen backbone (~10 CPU-s each at 1 thread)
+    enc_rounds: int = 2  # fine-tuning runs (divrec, plain loop, sentence-transformers) interleaved
     enc_batch: int = 32  # trainable-encoder rows: pairs per step and token limit
     enc_seq: int = 32
-    enc_warmup: int = 3
-    enc_steps: int = 12
+    enc_warmup: int = 2
+    enc_steps: int = 8
     mfu_batch: int = 256  # GPU row: full fine-tuning at 256 pairs x 64 tokens, bf16
     mfu_seq: int = 64
     mfu_warmup: int = 5
@@ -82,6 +83,7 @@ class Sizes:
             cache_dir=cache_dir,
             out_dir=out_dir,
             rounds=1,
+            enc_rounds=1,
             frozen_batch=16,
             frozen_warmup=1,
             frozen_steps=2,
@@ -155,6 +157,18 @@ def encoder_setup(sizes: Sizes, device: str, batch: int, seq: int) -> Setup:
     )
 
 
+def _best(rates: list[bench_training.Rate], device: str) -> bench_training.Rate:
+    """The fastest of the interleaved rounds (least disturbed by other processes)."""
+    return max(rates, key=lambda r: r.on(device))
+
+
+def _clock_note(device: str, *rates: bench_training.Rate) -> str:
+    if device != "cpu":
+        return ""
+    walls = " / ".join(f"{r.wall:,.1f}" for r in rates)
+    return f"; per CPU-second, wall-clock {walls}"
+
+
 def _bf16(setup: Setup) -> bool:
     return str(setup.precision).startswith("bf16")
 
@@ -189,9 +203,12 @@ def rerank_rows(device: str = "cpu") -> list[Row]:
 def frozen_training_rows(sizes: Sizes, device: str, setup: Setup | None = None) -> list[Row]:
     """Row 2a: heads-only steps on cached vectors, Lightning vs a plain PyTorch loop."""
     s = setup or frozen_setup(sizes, device)
-    loader = bench_training.pair_loader(s.dm, sizes.frozen_batch, sizes.frozen_warmup + sizes.frozen_steps)
+    loader = bench_training.pair_loader(
+        s.dm, sizes.frozen_batch, sizes.frozen_warmup + sizes.frozen_steps
+    )
     clip = s.cfg.trainer.get("gradient_clip_val")
-    ours, plain = [], []
+    ours: list[bench_training.Rate] = []
+    plain: list[bench_training.Rate] = []
     for _ in range(sizes.rounds):
         ours.append(
             bench_training.lightning_pairs_per_s(
@@ -203,15 +220,16 @@ def frozen_training_rows(sizes: Sizes, device: str, setup: Setup | None = None) 
                 s.module, loader, _optim(s), sizes.frozen_warmup, device, _bf16(s), clip
             )
         )
+    o, p = _best(ours, device), _best(plain, device)
     return [
         Row(
             "train, frozen cache (heads only)",
-            f"{max(ours):,.0f} pairs/s",
-            f"{max(plain):,.0f} pairs/s plain loop",
-            max(ours) / max(plain),
+            f"{o.on(device):,.0f} pairs/s",
+            f"{p.on(device):,.0f} pairs/s plain loop",
+            o.on(device) / p.on(device),
             0.9,
             f"batch {sizes.frozen_batch}, {sizes.frozen_steps} steps after "
-            f"{sizes.frozen_warmup} warm-up, best of {sizes.rounds}",
+            f"{sizes.frozen_warmup} warm-up, best of {sizes.rounds}" + _clock_note(device, o, p),
         )
     ]
 
@@ -224,8 +242,10 @@ def encoder_training_rows(sizes: Sizes, device: str) -> list[Row]:
     loader = bench_training.pair_loader(s.dm, sizes.enc_batch, sizes.enc_warmup + sizes.enc_steps)
     anchors, positives = bench_training.pair_texts(s.dm, loader)
     clip = s.cfg.trainer.get("gradient_clip_val")
-    ours, plain, st = [], [], []
-    for _ in range(sizes.rounds):
+    ours: list[bench_training.Rate] = []
+    plain: list[bench_training.Rate] = []
+    st: list[bench_training.Rate] = []
+    for _ in range(sizes.enc_rounds):
         ours.append(
             bench_training.lightning_pairs_per_s(
                 s.module, loader, s.cfg, s.precision, sizes.enc_warmup, device
@@ -250,23 +270,24 @@ def encoder_training_rows(sizes: Sizes, device: str) -> list[Row]:
             )
         )
     what = f"batch {sizes.enc_batch}, ≤{sizes.enc_seq} tokens, {sizes.enc_steps} steps after "
-    what += f"{sizes.enc_warmup} warm-up, best of {sizes.rounds}"
+    what += f"{sizes.enc_warmup} warm-up, best of {sizes.enc_rounds}"
+    o, p, t = _best(ours, device), _best(plain, device), _best(st, device)
     return [
         Row(
             "train, full fine-tuning",
-            f"{max(ours):,.1f} pairs/s",
-            f"{max(plain):,.1f} pairs/s plain loop",
-            max(ours) / max(plain),
+            f"{o.on(device):,.1f} pairs/s",
+            f"{p.on(device):,.1f} pairs/s plain loop",
+            o.on(device) / p.on(device),
             0.9,
-            what,
+            what + _clock_note(device, o, p),
         ),
         Row(
             "train, full FT vs sentence-transformers",
-            f"{max(ours):,.1f} pairs/s",
-            f"{max(st):,.1f} pairs/s ST trainer + MNRL",
-            max(ours) / max(st),
+            f"{o.on(device):,.1f} pairs/s",
+            f"{t.on(device):,.1f} pairs/s ST trainer + MNRL",
+            o.on(device) / t.on(device),
             1.0,
-            what,
+            what + _clock_note(device, o, t),
         ),
     ]
 
@@ -296,7 +317,8 @@ def cache_rows(sizes: Sizes, device: str, setup: Setup | None = None) -> list[Ro
         s.module, loader, 1 + sizes.uncached_steps, _optim(s), sizes.frozen_warmup, device, _bf16(s)
     )
     steps = max(1, len(s.dm.train_users) // sizes.frozen_batch)
-    cached, uncached = r["cached_s_per_step"] * steps, r["uncached_s_per_step"] * steps
+    pairs = steps * sizes.frozen_batch
+    cached, uncached = pairs / r["cached"].on(device), pairs / r["uncached"].on(device)
     fill = s.dm.stats.get("cache/embeddings_seconds")
     hit = s.dm.stats.get("cache/embeddings_hit")
     fill_note = "cache reused" if hit else f"one-time cache fill {fill:.0f} s"
@@ -308,7 +330,8 @@ def cache_rows(sizes: Sizes, device: str, setup: Setup | None = None) -> list[Ro
             uncached / cached,
             None,
             f"{steps} steps x {sizes.frozen_batch} pairs, from {sizes.frozen_steps} cached / "
-            f"{sizes.uncached_steps} uncached timed steps; {fill_note}",
+            f"{sizes.uncached_steps} uncached timed steps; {fill_note}"
+            + _clock_note(device, r["cached"], r["uncached"]).replace("wall-clock", "wall pairs/s"),
         )
     ]
 
@@ -382,8 +405,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--readme", default=str(README), help="where to write the README")
     parser.add_argument("--no-readme", action="store_true", help="print the table only")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (0: torch's default)"
+    )
     args = parser.parse_args(argv)
     _quiet_logs()
+    if args.threads > 0:  # see the notes: shared cores + OpenMP spinning distort multi-thread runs
+        torch.set_num_threads(args.threads)
     torch.set_float32_matmul_precision("high")
     sizes = Sizes()
     t0, load0 = time.perf_counter(), os.getloadavg()

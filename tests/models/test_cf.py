@@ -124,6 +124,25 @@ def test_hybrid_is_the_weighted_sum_of_its_parts():
             torch.testing.assert_close(alone, part)
 
 
+def test_hybrid_under_bf16_autocast_matches_float32():
+    """Mixed precision (trainer=gpu runs eval under bf16 autocast): dtypes must line up."""
+    ctx, _ = _user_ctx()
+    ctx.neighbours = item_neighbours(ITEMS, 3)
+    net = SimpleNamespace(user_tower="history", pool=MeanPooling())
+    q = Query(HIST, MASK, ctx.users[:2], WEIGHTS, torch.tensor([0, 1]))
+    cf = CFScorer("hybrid", top_n=3, k=2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = cf.score(net, q, ctx)
+    torch.testing.assert_close(low.float(), cf.score(net, q, ctx), atol=0.05, rtol=0.05)
+    pool = AdditivePooling(dim=4, attn_dim=3, hidden=3, chunk_elems=20)  # target-aware path
+    net = SimpleNamespace(user_tower="history", pool=pool, history_values=lambda h, users: h)
+    cf = CFScorer("hybrid", weights={"two_tower": 1.0, "item_based": 1.0}, top_n=3)
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = cf.score(net, q, ctx)
+        torch.testing.assert_close(low.float(), cf.score(net, q, ctx), atol=0.05, rtol=0.05)
+
+
 def test_learned_hybrid_has_three_positive_weights():
     cf = CFScorer("hybrid", learn=True, weights={"two_tower": 1.0, "item_based": 0.5})
     mix = cf.mix()

@@ -1,0 +1,353 @@
+"""``RecDataModule``: source -> preprocess -> split -> text -> tokenised batches.
+
+Train batches are (user, positive item) pairs with the ids needed for in-batch negatives and
+popularity correction; val/test batches give users, their ground-truth items and the items
+they have already seen, for full-catalogue ranking.
+
+DDP-safe: ``prepare_data`` (one process per node) only fills the on-disk caches; ``setup``
+(every process) rebuilds the deterministic pipeline and reads the caches, assigning state.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from divrec.data.catalogue import Catalogue
+from divrec.data.dataset import RecDataset
+from divrec.data.preprocess import preprocess
+from divrec.data.samplers import eval_sampler
+from divrec.data.sources import load_source
+from divrec.data.split import Split, make_split, save_split
+from divrec.data.text import TextConfig, TokenisedTexts, render_items, render_users, tokenise_cached
+from divrec.errors import ConfigError
+from divrec.utils.io import fingerprint
+
+log = logging.getLogger(__name__)
+
+
+class History:
+    """Training histories, most recent item last.
+
+    ``indptr``: [U + 1] and ``indices``: [nnz] (CSR); ``recent``: [U, H] the ``max_len`` most
+    recent items per user, right-aligned and left-padded, with ``recent_mask``: [U, H].
+    """
+
+    def __init__(self, indptr: torch.Tensor, indices: torch.Tensor, max_len: int) -> None:
+        self.indptr, self.indices = indptr, indices
+        lengths = indptr.diff()
+        h = max(1, min(max_len, int(lengths.max()) if len(lengths) else 1))
+        pos = torch.arange(h) - h  # -h .. -1: offsets from each user's end
+        src = indptr[1:, None] + pos[None, :]  # [U, H]
+        self.recent_mask = src >= indptr[:-1, None]
+        self.recent = torch.where(self.recent_mask, indices[src.clamp_min(0)], 0)
+
+    def batch(
+        self, users: torch.Tensor, exclude: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(idx [B, H], mask [B, H] bool) for ``users`` [B].
+
+        ``exclude`` ([B] item indices) masks a training target out of its own history, so the
+        history tower cannot just copy the positive item.
+        """
+        idx, mask = self.recent[users], self.recent_mask[users]
+        if exclude is not None:
+            mask = mask & (idx != exclude[:, None])
+        return idx, mask
+
+
+class EpochShuffle(torch.utils.data.Sampler[int]):
+    """A permutation of ``n`` rows that depends only on (seed, epoch).
+
+    Lightning calls ``set_epoch`` every epoch, so a run resumed from an end-of-epoch checkpoint
+    sees exactly the batches an uninterrupted run would (the global RNG is not in checkpoints).
+    """
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) % (1 << 63))
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+
+class _Rows(Dataset):
+    """Index dataset over ``n`` rows; collate functions do the real work on whole batches."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
+class RecDataModule(pl.LightningDataModule):
+    """Data for one run; every argument is a key of the ``data`` config group.
+
+    Keys not listed here are the source's own (e.g. ``release``, ``root``) and are checked
+    against the source loader's signature.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        tokenizer: str,
+        preprocess: dict | None = None,
+        split: dict | None = None,
+        text: dict | None = None,
+        batch_size: int = 256,
+        eval_batch_size: int = 256,
+        num_workers: int = 0,
+        history_len: int = 50,
+        cache_dir: str = ".cache/divrec",
+        name: str | None = None,
+        **source_args: Any,
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.source_args = dict(source_args)
+        self.tokenizer_path = tokenizer
+        self.preprocess_args = dict(preprocess or {})
+        self.split_args = dict(split or {})
+        try:
+            self.text_cfg = TextConfig(**dict(text or {}))
+        except TypeError as e:
+            raise ConfigError(f"data.text: {e}") from None
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.history_len = history_len
+        self.cache_dir = Path(cache_dir)
+        self.name = name or source
+        self.stats: dict[str, Any] = {}
+        self._ready = False
+        # Built after seed_everything: the run's seed, so shuffling is a function of (seed, epoch).
+        self.shuffle_seed = torch.initial_seed()
+
+    # ----------------------------------------------------------------- pipeline
+    def _tokenizer(self):
+        from divrec.models.pretrained import load_tokenizer, resolve_pretrained
+
+        return load_tokenizer(resolve_pretrained(self.tokenizer_path))
+
+    def _pipeline(self) -> tuple[RecDataset, Split, dict[str, Any]]:
+        ds = load_source(self.source, **self.source_args)
+        ds, pre_stats = preprocess(ds, **self.preprocess_args)
+        split = make_split(ds.interactions, **self.split_args)
+        stats = {**ds.stats(), **{f"preprocess/{k}": v for k, v in pre_stats.items()}}
+        return ds, split, stats
+
+    def _texts(self, ds: RecDataset, split: Split) -> tuple[list[str], list[str], list[str], int]:
+        item_texts, n_empty = render_items(ds.items, self.text_cfg.item_template)
+        user_ids = sorted(
+            set(split.train["user_id"]) | set(split.valid["user_id"]) | set(split.test["user_id"])
+        )
+        titles = dict(zip(ds.items["item_id"], ds.items["title"], strict=True))
+        user_texts = render_users(user_ids, split.train, titles, ds.users, self.text_cfg)
+        return item_texts, user_ids, user_texts, n_empty
+
+    def prepare_data(self) -> None:
+        """Fill the tokenisation caches (rank 0 of each node; assigns no state)."""
+        if self._ready:  # already set up in this process: the caches exist
+            return
+        ds, split, _ = self._pipeline()
+        item_texts, _, user_texts, _ = self._texts(ds, split)
+        tok = self._tokenizer()
+        items = tokenise_cached(
+            item_texts, tok, self.text_cfg.max_item_len, self.cache_dir, "items"
+        )
+        users = tokenise_cached(
+            user_texts, tok, self.text_cfg.max_user_len, self.cache_dir, "users"
+        )
+        # Reported by setup(): whether the caches existed before this run filled them.
+        self._prepared_tokens_hit = items.cache_hit and users.cache_hit
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._ready:
+            return
+        ds, split, self.stats = self._pipeline()
+        item_texts, user_ids, user_texts, n_empty = self._texts(ds, split)
+        tok = self._tokenizer()
+        self.dataset, self.split = ds, split
+        self.catalogue = Catalogue.build(ds.items, item_texts, split.train)
+        self.user_ids = user_ids
+        self.user_index = {u: i for i, u in enumerate(user_ids)}
+        self.user_texts = user_texts
+        self.item_tokens: TokenisedTexts = tokenise_cached(
+            item_texts, tok, self.text_cfg.max_item_len, self.cache_dir, "items"
+        )
+        self.user_tokens: TokenisedTexts = tokenise_cached(
+            user_texts, tok, self.text_cfg.max_user_len, self.cache_dir, "users"
+        )
+        self.tokens_cache_hit = getattr(
+            self, "_prepared_tokens_hit", self.item_tokens.cache_hit and self.user_tokens.cache_hit
+        )
+        self.train_users, self.train_items = self._encode(split.train)
+        self.history = self._history(split.train)
+        self.data_fingerprint = fingerprint(
+            self.source, self.source_args, self.preprocess_args, split_fingerprint(split)
+        )
+        self.stats.update(
+            {
+                "split/method": split.method,
+                "split/train": len(split.train),
+                "split/valid": len(split.valid),
+                "split/test": len(split.test),
+                "split/cold_items": len(split.cold_items),
+                "text/empty_items": n_empty,
+                "cache/tokens_hit": self.tokens_cache_hit,
+            }
+        )
+        self.user_interests = self._interests(ds)
+        self._ready = True
+
+    def _encode(self, df: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
+        users = torch.as_tensor(df["user_id"].map(self.user_index).to_numpy(np.int64, copy=True))
+        items = torch.as_tensor(
+            df["item_id"].map(self.catalogue.index).to_numpy(np.int64, copy=True)
+        )
+        return users, items
+
+    def _history(self, train: pd.DataFrame) -> History:
+        order = train.sort_values(["user_id", "timestamp"], kind="stable")
+        users, items = self._encode(order)
+        perm = torch.argsort(users, stable=True)
+        users, items = users[perm], items[perm]
+        counts = torch.bincount(users, minlength=len(self.user_ids))
+        indptr = torch.zeros(len(self.user_ids) + 1, dtype=torch.long)
+        indptr[1:] = torch.cumsum(counts, 0)
+        return History(indptr, items, self.history_len)
+
+    def _interests(self, ds: RecDataset) -> torch.Tensor | None:
+        truth = ds.extra.get("user_interests")
+        if not truth:
+            return None
+        col = {c: j for j, c in enumerate(self.catalogue.category_names)}
+        out = torch.zeros(len(self.user_ids), len(col))
+        for u, cats in truth.items():
+            if u in self.user_index:
+                for c in cats:
+                    if c in col:
+                        out[self.user_index[u], col[c]] = 1.0
+        return out
+
+    def save_split(self, folder: str | Path) -> None:
+        """Write the split (original ids) into the run folder."""
+        save_split(self.split, folder)
+
+    # ----------------------------------------------------------------- batches
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            _Rows(len(self.train_users)),
+            batch_size=self.batch_size,
+            sampler=EpochShuffle(len(self.train_users), self.shuffle_seed),
+            drop_last=len(self.train_users) > self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=self.collate_train,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def collate_train(self, rows: list[int]) -> dict[str, torch.Tensor]:
+        idx = torch.as_tensor(rows)
+        users, items = self.train_users[idx], self.train_items[idx]
+        u_ids, u_mask = self.user_tokens.batch(users)
+        hist, hist_mask = self.history.batch(users, exclude=items)
+        return {
+            "user_idx": users,
+            "item_idx": items,
+            "user_input_ids": u_ids,
+            "user_attention_mask": u_mask,
+            "history_idx": hist,
+            "history_mask": hist_mask,
+        }
+
+    def _eval_loader(self, which: str) -> DataLoader:
+        df = self.split.valid if which == "val" else self.split.test
+        seen_df = (
+            self.split.train if which == "val" else pd.concat([self.split.train, self.split.valid])
+        )
+        truth = _grouped(df, self.user_index, self.catalogue.index)
+        seen = _grouped(seen_df, self.user_index, self.catalogue.index)
+        users = sorted(truth)
+        collate = _EvalCollate(self, users, truth, seen)
+        rows = _Rows(len(users))
+        return DataLoader(
+            rows,
+            batch_size=self.eval_batch_size,
+            shuffle=False,
+            sampler=eval_sampler(rows),  # DDP: each user on exactly one rank, no padding
+            num_workers=self.num_workers,
+            collate_fn=collate,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+
+class _EvalCollate:
+    """Builds eval batches: user ids/tokens, dense truth and seen masks [B, N]."""
+
+    def __init__(self, dm: RecDataModule, users: list[int], truth: dict, seen: dict) -> None:
+        self.dm, self.users, self.truth, self.seen = dm, users, truth, seen
+
+    def __call__(self, rows: list[int]) -> dict[str, torch.Tensor]:
+        n = len(self.dm.catalogue)
+        users = torch.as_tensor([self.users[r] for r in rows])
+        truth = torch.zeros(len(rows), n, dtype=torch.bool)
+        seen = torch.zeros(len(rows), n, dtype=torch.bool)
+        for b, u in enumerate(users.tolist()):
+            truth[b, self.truth[u]] = True
+            if u in self.seen:
+                seen[b, self.seen[u]] = True
+        u_ids, u_mask = self.dm.user_tokens.batch(users)
+        hist, hist_mask = self.dm.history.batch(users)
+        return {
+            "user_idx": users,
+            "truth": truth,
+            "seen": seen,
+            "user_input_ids": u_ids,
+            "user_attention_mask": u_mask,
+            "history_idx": hist,
+            "history_mask": hist_mask,
+        }
+
+
+def _grouped(df: pd.DataFrame, users: dict, items: dict) -> dict[int, torch.Tensor]:
+    u = df["user_id"].map(users).to_numpy(np.int64)
+    i = df["item_id"].map(items).to_numpy(np.int64)
+    order = np.argsort(u, kind="stable")
+    u, i = u[order], i[order]
+    cuts = np.flatnonzero(np.diff(u)) + 1
+    return {
+        int(g[0]): torch.from_numpy(it)
+        for g, it in zip(np.split(u, cuts), np.split(i, cuts), strict=True)
+        if len(g)
+    }
+
+
+def split_fingerprint(split: Split) -> str:
+    """Content fingerprint of a split (which interactions went where)."""
+    parts = []
+    for df in (split.train, split.valid, split.test):
+        h = pd.util.hash_pandas_object(df[["user_id", "item_id"]], index=False)
+        parts.append(int(h.sum()) & ((1 << 63) - 1))
+    return fingerprint(split.method, parts)

@@ -1,0 +1,195 @@
+"""Text templates for items and users, and tokenisation with an on-disk cache.
+
+Items are rendered with a format string over their columns, e.g.
+``"{title}. Categories: {categories}."`` (``categories`` joined with ", "). Users are rendered
+from their demographic columns (when the source has them) plus the titles of their most
+recent N *training* items, so no valid/test item leaks into the user text.
+
+Tokenised texts are stored with HF ``datasets`` under a key computed from the texts, the
+tokenizer's content and the maximum length (``Dataset.map`` on in-memory data never caches,
+see PITFALLS.md), written atomically and reloaded with ``load_from_disk``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import string
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from divrec.errors import ConfigError
+from divrec.utils.io import atomic_dir, fingerprint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TextConfig:
+    """Templates and lengths (``data.text`` in the config)."""
+
+    item_template: str = "{title}. Categories: {categories}."
+    user_template: str = "{profile}Recently liked: {history}."
+    user_fields: list[str] | None = None  # demographic columns; None = all user columns
+    user_history_items: int = 10  # titles of the most recent N training items
+    max_item_len: int = 32
+    max_user_len: int = 96
+
+
+def template_fields(template: str) -> list[str]:
+    """Names of the ``{field}`` placeholders in a format string."""
+    return [name for _, name, _, _ in string.Formatter().parse(template) if name]
+
+
+def render_items(items: pd.DataFrame, template: str) -> tuple[list[str], int]:
+    """Render every item row with ``template``; returns (texts, n_empty_fallbacks).
+
+    An item whose rendered text is empty falls back to its title, then to its id (counted).
+    """
+    fields = template_fields(template)
+    cols = {c: items[c] for c in items.columns}
+    cols["categories"] = items["categories"].map(lambda c: ", ".join(c))
+    missing = [f for f in fields if f not in cols]
+    if missing:
+        raise ConfigError(
+            f"data.text.item_template: unknown field(s) {missing}; item columns are {sorted(cols)}"
+        )
+    values = [cols[f].astype(str).tolist() for f in fields]
+    titles, ids = items["title"].tolist(), items["item_id"].tolist()
+    texts: list[str] = []
+    n_empty = 0
+    for i in range(len(items)):
+        row = {f: values[j][i] for j, f in enumerate(fields)}
+        text = template.format(**row).strip() if any(v.strip() for v in row.values()) else ""
+        if not text:
+            n_empty += 1
+            text = titles[i].strip() or f"item {ids[i]}"
+        texts.append(text)
+    if n_empty:
+        log.warning("%d item(s) have empty text; fell back to title or id", n_empty)
+    return texts, n_empty
+
+
+def render_users(
+    user_ids: list[str],
+    train: pd.DataFrame,
+    item_titles: dict[str, str],
+    users: pd.DataFrame | None,
+    cfg: TextConfig,
+) -> list[str]:
+    """One text per user: demographic profile plus recent training-item titles."""
+    for f in template_fields(cfg.user_template):
+        if f not in ("profile", "history"):
+            raise ConfigError(
+                f"data.text.user_template: unknown field '{f}'; use {{profile}} and {{history}}"
+            )
+    profile: dict[str, str] = {}
+    if users is not None:
+        fields = cfg.user_fields or [c for c in users.columns if c != "user_id"]
+        missing = [f for f in fields if f not in users.columns]
+        if missing:
+            raise ConfigError(f"data.text.user_fields: unknown column(s) {missing}")
+        for row in users[["user_id", *fields]].itertuples(index=False):
+            parts = [
+                f"{f.replace('_', ' ')}: {v}" for f, v in zip(fields, row[1:], strict=True) if v
+            ]
+            profile[row[0]] = (", ".join(parts) + ". ") if parts else ""
+    recent = (
+        train.sort_values(["user_id", "timestamp"], kind="stable")
+        .groupby("user_id", sort=False)["item_id"]
+        .agg(lambda s: list(s)[-cfg.user_history_items :][::-1])
+    )
+    texts = []
+    for uid in user_ids:
+        hist = [item_titles.get(i, i) for i in recent.get(uid, [])]
+        texts.append(
+            cfg.user_template.format(
+                profile=profile.get(uid, ""), history="; ".join(hist) if hist else "nothing yet"
+            ).strip()
+        )
+    return texts
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """Content fingerprint of a tokenizer (vocabulary, normaliser, special tokens).
+
+    The backend's truncation/padding state is left out: calling the tokenizer with
+    ``truncation=True`` changes it, and it must not change the cache key of the next text set.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        state = json.loads(backend.to_str())
+        state.pop("truncation", None)
+        state.pop("padding", None)
+        payload = json.dumps(state, sort_keys=True)
+    else:
+        payload = repr(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@dataclass
+class TokenisedTexts:
+    """Right-padded token ids for N texts: ``input_ids``/``attention_mask``: [N, L]."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    cache_hit: bool
+
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows ``idx`` trimmed to their longest true length (dynamic padding)."""
+        mask = self.attention_mask[idx]
+        length = max(1, int(mask.sum(1).max()))
+        return self.input_ids[idx, :length], mask[:, :length]
+
+
+def tokenise_uncached(texts: list[str], tokenizer, max_len: int):
+    """Tokenise through HF ``datasets`` (batched ``map``): a Dataset with ``input_ids``."""
+    import datasets
+
+    ds = datasets.Dataset.from_dict({"text": texts})
+    return ds.map(
+        lambda b: tokenizer(b["text"], truncation=True, max_length=max_len),
+        batched=True,
+        remove_columns=["text"],
+        desc="tokenise",
+    )
+
+
+def tokenise_cached(
+    texts: list[str], tokenizer, max_len: int, cache_dir: str | Path, name: str
+) -> TokenisedTexts:
+    """Tokenise ``texts`` through HF ``datasets`` once; reuse the saved result afterwards."""
+    import datasets
+
+    key = fingerprint(
+        name,
+        hashlib.sha256("\x1f".join(texts).encode()).hexdigest(),
+        tokenizer_fingerprint(tokenizer),
+        max_len,
+    )
+    path = Path(cache_dir) / "tokens" / f"{name}-{key}"
+    hit = path.exists()
+    if hit:
+        log.info("tokenisation cache hit: %s", path)
+        ds = datasets.load_from_disk(str(path))
+    else:
+        log.info("tokenising %d %s texts -> %s", len(texts), name, path)
+        ds = tokenise_uncached(texts, tokenizer, max_len)
+        with atomic_dir(path) as tmp:
+            ds.save_to_disk(str(tmp))
+        ds = datasets.load_from_disk(str(path))
+    ids = ds["input_ids"]
+    length = max(1, max((len(x) for x in ids), default=1))
+    input_ids = np.zeros((len(ids), length), dtype=np.int64)
+    mask = np.zeros((len(ids), length), dtype=np.int64)
+    for i, row in enumerate(ids):
+        input_ids[i, : len(row)] = row
+        mask[i, : len(row)] = 1
+    pad = tokenizer.pad_token_id or 0
+    input_ids[mask == 0] = pad
+    return TokenisedTexts(torch.from_numpy(input_ids), torch.from_numpy(mask), hit)
