@@ -162,9 +162,9 @@ class CacheSchema:
 class CFWeightsSchema:
     """``model.cf.weights``: mixing weights of the hybrid (>= 0, one > 0)."""
 
-    two_tower: float = opt(1.0, "weight of the two-tower cosine", ge=0)
-    item_based: float = opt(1.0, "weight of the item-based score", ge=0)
-    user_based: float = opt(1.0, "weight of the user-based score", ge=0)
+    two_tower: float = opt(0.0, "weight of the two-tower cosine", ge=0)
+    item_based: float = opt(0.0, "weight of the item-based score", ge=0)
+    user_based: float = opt(0.0, "weight of the user-based score", ge=0)
 
 
 @dataclass

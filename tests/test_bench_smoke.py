@@ -12,6 +12,15 @@ from experiments.benchmarks import run
 from experiments.benchmarks.readme import COLUMNS, format_table, write_readme
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread, as ``make bench`` uses (shared cores make 2-thread steps crawl)."""
+    before = run.torch.get_num_threads()
+    run.torch.set_num_threads(1)
+    yield
+    run.torch.set_num_threads(before)
+
+
 @pytest.fixture
 def sizes(tiny_model_dir, shared_cache, tmp_path) -> run.Sizes:
     return run.Sizes.toy(tiny_model_dir, str(shared_cache), str(tmp_path / "out"))

@@ -114,8 +114,6 @@ def _env() -> dict[str, str]:
 def test_multirun_with_ddp_stops_before_launching(tiny_model_dir, shared_cache, tmp_path):
     """End to end: `train.py -m trainer=ddp seed=1,2` must fail with the guard's message, not
     start DDP children that re-run the sweep."""
-    if "check_ddp_multirun" not in (ROOT / "divrec" / "train.py").read_text():
-        pytest.skip("check_ddp_multirun is not called by divrec/train.py yet")
     sweep = tmp_path / "sweep"
     cmd = [
         sys.executable,
@@ -204,11 +202,6 @@ def test_ddp_run_completes(ddp_runs):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="eval loaders get Lightning's padding DistributedSampler (n_users 122 on 2 ranks); "
-    "fix: divrec.data.samplers.eval_sampler in RecDataModule._eval_loader",
-)
 def test_ddp_test_metrics_equal_single_process(ddp_runs):
     single, ddp = (_metrics(r) for r in ddp_runs)
     keys = sorted(k for k in single if k.startswith("test/"))
@@ -218,11 +211,6 @@ def test_ddp_test_metrics_equal_single_process(ddp_runs):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="RankingModule keeps each rank's own test users: rank 0 writes about half of "
-    "recommendations.parquet; fix: all_gather_object in on_test_epoch_end",
-)
 def test_ddp_recommendations_cover_every_user(ddp_runs):
     single, ddp = (pd.read_parquet(r / "recommendations.parquet") for r in ddp_runs)
     assert ddp.user_id.nunique() == single.user_id.nunique() == 121

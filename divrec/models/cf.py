@@ -210,10 +210,9 @@ class CFScorer(nn.Module):
                     batch["user_input_ids"], batch["user_attention_mask"] = net._tokens("user", idx)
                 vecs.append(net.user_vectors(batch, items))
             ctx.users = torch.cat(vecs)
-            ctx.active = torch.bincount(train_users, minlength=n_users).to(dev) > 0
-            ctx.interactions = train_matrix(
-                train_users.to(dev), train_items.to(dev), n_users, items.shape[0]
-            )
+            train_users, train_items = train_users.to(dev), train_items.to(dev)
+            ctx.active = torch.bincount(train_users, minlength=n_users) > 0
+            ctx.interactions = train_matrix(train_users, train_items, n_users, items.shape[0])
         return ctx
 
     # ------------------------------------------------------------------ scoring

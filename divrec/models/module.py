@@ -64,6 +64,7 @@ class RecModule(RankingModule):
         self.optim_cfg = optim
         self._ctx: CFContext | None = None
         self.item_titles: list[str] = []
+        self.train_users = self.train_items = torch.empty(0, dtype=torch.long)
         # A frozen backbone is not saved in checkpoints: it is the pretrained file itself.
         self.strict_loading = not self.net.frozen
 
@@ -73,13 +74,10 @@ class RecModule(RankingModule):
         pop = dm.catalogue.popularity
         log_q = torch.log(pop.clamp_min(1.0) / pop.sum().clamp_min(1.0))
         self.register_buffer("log_q", log_q, persistent=False)
-        for name, value in (
-            ("recent", dm.history.recent),
-            ("recent_mask", dm.history.recent_mask),
-            ("train_users", dm.train_users),
-            ("train_items", dm.train_items),
-        ):
-            self.register_buffer(name, value, persistent=False)
+        self.register_buffer("recent", dm.history.recent, persistent=False)  # [U, H]
+        self.register_buffer("recent_mask", dm.history.recent_mask, persistent=False)
+        # Training pairs [nnz] stay on the CPU; user_based moves them when it needs them.
+        self.train_users, self.train_items = dm.train_users, dm.train_items
         self.item_titles = list(dm.catalogue.titles)
         self.attach_eval(dm, reference)
 
@@ -91,16 +89,17 @@ class RecModule(RankingModule):
 
     # --------------------------------------------------------------- training
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        v = self.net.item_vectors(batch["item_idx"])
         log_q = self.log_q if self.use_logq else None
         if self.net.user_tower == "history" and self.net.pool.target_aware:
+            v = self.net.item_vectors(batch["item_idx"])
             scores = self.net.target_scores(batch, v)  # [B, B] cosines, one user vector per item
             eye = torch.eye(len(scores), device=scores.device, dtype=scores.dtype)
             rel, logits = self.relevance(
                 scores, eye, batch["item_idx"], self.net.temperature, log_q
             )
-        else:
+        else:  # users first: the dropout RNG order of earlier versions (same seed, same run)
             u = self.net.user_vectors(batch)
+            v = self.net.item_vectors(batch["item_idx"])
             scores = u @ v.T
             rel, logits = self.relevance(u, v, batch["item_idx"], self.net.temperature, log_q)
         div = self.diversity(logits, v, self.categories[batch["item_idx"]])

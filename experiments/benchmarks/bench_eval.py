@@ -1,6 +1,8 @@
-"""Benchmark set-up (composed config, data module, model) and full-catalogue evaluation speed.
+"""Benchmark set-up (sizes, composed config, data module, model) and evaluation speed.
 
-:func:`build` composes ``conf/train.yaml`` with the benchmark's overrides exactly as
+:class:`Sizes` holds every workload size (``Sizes()`` for ``make bench``, ``Sizes.toy`` for the
+smoke test); :func:`frozen_setup` / :func:`encoder_setup` build the default frozen model and its
+fully fine-tuned variant. :func:`build` composes ``conf/train.yaml`` with the benchmark's overrides exactly as
 ``python train.py`` would and builds the data module and LightningModule through
 :mod:`divrec.build` (frozen-embedding cache included). :func:`eval_throughput` runs the
 model's validation loop (``trainer.validate``: score all items for every validation user,
@@ -24,6 +26,7 @@ from omegaconf import DictConfig
 from experiments.benchmarks.bench_training import lightning_trainer, quiet, sync
 
 ROOT = Path(__file__).resolve().parents[2]
+CACHE = ROOT / ".cache" / "bench"
 
 
 def compose_config(overrides: list[str]) -> DictConfig:
@@ -58,6 +61,98 @@ def build(overrides: list[str]) -> Setup:
         dm = build_datamodule(cfg)
         module = build_module(cfg, dm)
     return Setup(cfg, dm, module, precision(cfg), time.perf_counter() - t0)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Workload sizes; ``Sizes()`` is ``make bench``, :meth:`toy` the smoke test's."""
+
+    data: str = "movielens" if os.environ.get("DIVREC_DATA_DIR") else "shop_sim"
+    data_overrides: tuple[str, ...] = ()
+    model_overrides: tuple[str, ...] = ()
+    pretrained: str = "minilm"
+    cache_dir: str = str(CACHE)
+    out_dir: str = str(CACHE / "runs")
+    rounds: int = 3  # heads-only runs interleaved this often; best of each reported
+    frozen_batch: int = 256  # the data config's default batch size
+    frozen_warmup: int = 10
+    frozen_steps: int = 60
+    uncached_steps: int = 2  # steps that run the frozen backbone (~10 CPU-s each at 1 thread)
+    enc_rounds: int = 2  # fine-tuning runs (divrec, plain loop, sentence-transformers) interleaved
+    enc_batch: int = 32  # trainable-encoder rows: pairs per step and token limit
+    enc_seq: int = 32
+    enc_warmup: int = 2
+    enc_steps: int = 8
+    mfu_batch: int = 256  # GPU row: full fine-tuning at 256 pairs x 64 tokens, bf16
+    mfu_seq: int = 64
+    mfu_warmup: int = 5
+    mfu_steps: int = 20
+    matmul_n: int = 8192
+    rerank: bool = True  # the re-ranker row runs at its fixed evaluation shape only
+
+    @classmethod
+    def toy(cls, model_dir: str, cache_dir: str, out_dir: str) -> Sizes:
+        """Seconds-scale sizes on the tiny BERT and a small shop_sim (smoke test)."""
+        return cls(
+            data="shop_sim",
+            data_overrides=("data.n_items=200", "data.n_users=80", "data.n_interactions=1500"),
+            model_overrides=("model.head_hidden=32", "model.cache.bf16=false"),
+            pretrained=model_dir,
+            cache_dir=cache_dir,
+            out_dir=out_dir,
+            rounds=1,
+            enc_rounds=1,
+            frozen_batch=16,
+            frozen_warmup=1,
+            frozen_steps=2,
+            uncached_steps=1,
+            enc_batch=8,
+            enc_seq=16,
+            enc_warmup=1,
+            enc_steps=2,
+            mfu_batch=8,
+            mfu_seq=16,
+            mfu_warmup=1,
+            mfu_steps=2,
+            matmul_n=64,
+            rerank=False,
+        )
+
+
+def _overrides(sizes: Sizes, device: str, *extra: str) -> list[str]:
+    return [
+        f"data={sizes.data}",
+        *sizes.data_overrides,
+        "logger=none",
+        "callbacks=none",
+        f"paths.output_dir={sizes.out_dir}",
+        f"paths.cache_dir={sizes.cache_dir}",
+        f"model.encoder.pretrained={sizes.pretrained}",
+        f"trainer.accelerator={'gpu' if device.startswith('cuda') else 'cpu'}",
+        *sizes.model_overrides,
+        *extra,
+    ]
+
+
+def frozen_setup(sizes: Sizes, device: str) -> Setup:
+    """The default model (frozen MiniLM, cached pooled vectors) at the default batch size."""
+    return build(_overrides(sizes, device, f"data.batch_size={sizes.frozen_batch}"))
+
+
+def encoder_setup(sizes: Sizes, device: str, batch: int, seq: int) -> Setup:
+    """The same model with full fine-tuning, ``batch`` pairs, ``seq``-token texts."""
+    return build(
+        _overrides(
+            sizes,
+            device,
+            "model.encoder.finetune=full",
+            f"data.batch_size={batch}",
+            f"data.text.max_user_len={seq}",
+            f"data.text.max_item_len={seq}",
+            "optim.lr=2e-5",
+            "eval.metrics=[recall,ndcg]",  # no evaluation here: skip the reference vectors
+        )
+    )
 
 
 def _rss_bytes() -> int:

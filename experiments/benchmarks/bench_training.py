@@ -6,18 +6,12 @@ covers whole iterations including data loading, from the end of step ``warmup`` 
 of the last step. All loops consume the same fixed list of (user, item) training pairs
 (:func:`pair_loader`), in the same order, at the same batch size.
 
-- :func:`lightning_pairs_per_s`: divrec's ``RecModule.training_step`` through a Lightning
-  ``Trainer`` built from the run's ``trainer`` config (gradient clipping, precision), with
-  logger, checkpointing and validation off.
-- :func:`plain_pairs_per_s`: the same towers and loss functions on the same module's
-  parameters in a bare PyTorch loop (AdamW, clipping, scheduler step; no Lightning).
-- :func:`st_pairs_per_s`: sentence-transformers' v3+ trainer with MultipleNegativesRankingLoss
-  on the same (user text, item text) pairs.
-- :func:`cached_vs_uncached`: the frozen model's step with cached backbone vectors vs the same
-  step running the frozen backbone on the batch's texts.
-
-Rates are :class:`Rate` (wall-clock and process-CPU-time based).
-- :func:`training_mfu`: model FLOP utilisation of a fine-tuning run (GPU row).
+Lightning (:func:`lightning_pairs_per_s`), a plain PyTorch loop on the same module
+(:func:`plain_pairs_per_s`), sentence-transformers (:func:`st_pairs_per_s`), the frozen cache
+vs the frozen backbone per step (:func:`cached_vs_uncached`) and MFU (:func:`training_mfu`).
+Rates are :class:`Rate`: per second of wall-clock time and of process CPU time. Each run
+starts from ``module.train()``: Lightning keeps every submodule's own train/eval mode, and a
+backbone loaded with ``from_pretrained`` starts in eval mode (dropout off).
 """
 
 from __future__ import annotations
@@ -179,8 +173,8 @@ def step_loss(module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     net = module.net
     if net.user_tower == "history" and net.pool.target_aware:
         raise ConfigError("benchmark: target-aware history pooling is not timed by the plain loop")
-    v = net.item_vectors(batch["item_idx"])  # [B, d]
     u = net.user_vectors(batch)  # [B, d]
+    v = net.item_vectors(batch["item_idx"])  # [B, d]
     log_q = module.log_q if module.use_logq else None
     rel, logits = module.relevance(u, v, batch["item_idx"], net.temperature, log_q)
     div = module.diversity(logits, v, module.categories[batch["item_idx"]])
@@ -222,26 +216,20 @@ def plain_pairs_per_s(
 def cached_vs_uncached(
     module,
     loader: DataLoader,
-    uncached_batches: int,
+    short: DataLoader,
     optim: dict,
     warmup: int,
     device: str,
     bf16: bool = False,
 ) -> dict[str, Rate]:
-    """Pairs/s of the frozen model with cached backbone vectors vs the same step
-    encoding the batch's item and user texts through the frozen backbone (under ``no_grad``,
-    in the trainer's precision); ``uncached_batches`` (<= len(loader)) includes the warm-up."""
+    """Pairs/s of the frozen model's plain-loop step with cached backbone vectors (over
+    ``loader``, ``warmup`` untimed steps) vs the same step encoding the batch's item and user
+    texts through the frozen backbone under ``no_grad`` in the trainer's precision (over the
+    shorter ``short``, one untimed step)."""
     if not module.net.frozen:
         raise ConfigError("benchmark: cached_vs_uncached needs model.encoder.finetune=frozen")
     cached = plain_pairs_per_s(module, loader, optim, warmup, device, bf16)
-    short = DataLoader(
-        torch.utils.data.Subset(loader.dataset, range(uncached_batches * loader.batch_size)),
-        batch_size=loader.batch_size,
-        shuffle=False,
-        drop_last=True,
-        collate_fn=loader.collate_fn,
-    )
-    module.net.frozen = False  # same code path as a trainable encoder; backbone stays no_grad
+    module.net.frozen = False  # the trainable-encoder code path; the backbone stays no_grad
     try:
         uncached = plain_pairs_per_s(module, short, optim, 1, device, bf16)
     finally:
@@ -270,6 +258,7 @@ def st_pairs_per_s(
         SentenceTransformerTrainingArguments,
     )
     from transformers import TrainerCallback
+    from transformers.trainer_callback import PrinterCallback
 
     try:
         from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
@@ -282,6 +271,10 @@ def st_pairs_per_s(
         def on_step_end(self, args, state, control, **kwargs):
             sync(device)
             times.append(now())
+
+    class Trainer(SentenceTransformerTrainer):
+        def add_model_card_callback(self, default_args_dict) -> None:
+            """No model-card bookkeeping (it encodes widget examples at set-up)."""
 
     def in_order(dataset, batch_size, drop_last, **_):
         return torch.utils.data.BatchSampler(
@@ -312,16 +305,14 @@ def st_pairs_per_s(
             seed=0,
         )
         data = HFDataset.from_dict({"anchor": anchors, "positive": positives})
-        trainer = SentenceTransformerTrainer(
+        trainer = Trainer(
             model=model,
             args=args,
             train_dataset=data,
             loss=MultipleNegativesRankingLoss(model),
             callbacks=[Clock()],
         )
-        for cb in list(trainer.callback_handler.callbacks):  # console print, model-card widgets
-            if type(cb).__name__ in ("PrinterCallback", "ModelCardCallback"):
-                trainer.remove_callback(cb)
+        trainer.remove_callback(PrinterCallback)  # prints the final metrics to stdout
         trainer.train()
     return _rate(times, warmup, batch_size)
 

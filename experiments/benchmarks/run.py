@@ -12,6 +12,8 @@ Rows (see ``NOTES`` in :mod:`experiments.benchmarks.readme` for what each measur
 Data: ml-latest-small when ``DIVREC_DATA_DIR`` is set, else the built-in ``shop_sim``. Sizes are
 modest (tens of encoder steps) so the whole run fits in 10 minutes on 2 shared CPU cores; the
 first run also fills the token/embedding caches under ``.cache/bench`` (not timed).
+
+Usage: ``python -m experiments.benchmarks.run [--threads N] [--readme PATH | --no-readme]``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,67 +40,15 @@ for _key, _value in (
 import torch  # noqa: E402
 
 from experiments.benchmarks import bench_eval, bench_training  # noqa: E402
-from experiments.benchmarks.bench_eval import Setup, build  # noqa: E402
+from experiments.benchmarks.bench_eval import (  # noqa: E402
+    Setup,
+    Sizes,
+    encoder_setup,
+    frozen_setup,
+)
 from experiments.benchmarks.readme import format_table, write_readme  # noqa: E402
 
 README = Path(__file__).resolve().parent / "README.md"
-
-
-@dataclass(frozen=True)
-class Sizes:
-    """Workload sizes; ``Sizes()`` is ``make bench``, :meth:`toy` the smoke test's."""
-
-    data: str = "movielens" if os.environ.get("DIVREC_DATA_DIR") else "shop_sim"
-    data_overrides: tuple[str, ...] = ()
-    model_overrides: tuple[str, ...] = ()
-    pretrained: str = "minilm"
-    cache_dir: str = str(ROOT / ".cache" / "bench")
-    out_dir: str = str(ROOT / ".cache" / "bench" / "runs")
-    rounds: int = 3  # heads-only runs interleaved this often; best of each reported
-    frozen_batch: int = 256  # the data config's default batch size
-    frozen_warmup: int = 10
-    frozen_steps: int = 60
-    uncached_steps: int = 2  # steps that run the frozen backbone (~10 CPU-s each at 1 thread)
-    enc_rounds: int = 2  # fine-tuning runs (divrec, plain loop, sentence-transformers) interleaved
-    enc_batch: int = 32  # trainable-encoder rows: pairs per step and token limit
-    enc_seq: int = 32
-    enc_warmup: int = 2
-    enc_steps: int = 8
-    mfu_batch: int = 256  # GPU row: full fine-tuning at 256 pairs x 64 tokens, bf16
-    mfu_seq: int = 64
-    mfu_warmup: int = 5
-    mfu_steps: int = 20
-    matmul_n: int = 8192
-    rerank: bool = True  # the re-ranker row runs at its fixed evaluation shape only
-    extra: dict = field(default_factory=dict)
-
-    @classmethod
-    def toy(cls, model_dir: str, cache_dir: str, out_dir: str) -> Sizes:
-        """Seconds-scale sizes on the tiny BERT and a small shop_sim (smoke test)."""
-        return cls(
-            data="shop_sim",
-            data_overrides=("data.n_items=200", "data.n_users=80", "data.n_interactions=1500"),
-            model_overrides=("model.head_hidden=32", "model.cache.bf16=false"),
-            pretrained=model_dir,
-            cache_dir=cache_dir,
-            out_dir=out_dir,
-            rounds=1,
-            enc_rounds=1,
-            frozen_batch=16,
-            frozen_warmup=1,
-            frozen_steps=2,
-            uncached_steps=1,
-            enc_batch=8,
-            enc_seq=16,
-            enc_warmup=1,
-            enc_steps=2,
-            mfu_batch=8,
-            mfu_seq=16,
-            mfu_warmup=1,
-            mfu_steps=2,
-            matmul_n=64,
-            rerank=False,
-        )
 
 
 @dataclass
@@ -118,43 +68,6 @@ class Row:
         if self.ratio is None or self.target is None:
             return None
         return self.ratio >= self.target
-
-
-# ----------------------------------------------------------------------------- set-ups
-def _overrides(sizes: Sizes, device: str, *extra: str) -> list[str]:
-    return [
-        f"data={sizes.data}",
-        *sizes.data_overrides,
-        "logger=none",
-        "callbacks=none",
-        f"paths.output_dir={sizes.out_dir}",
-        f"paths.cache_dir={sizes.cache_dir}",
-        f"model.encoder.pretrained={sizes.pretrained}",
-        f"trainer.accelerator={'gpu' if device.startswith('cuda') else 'cpu'}",
-        *sizes.model_overrides,
-        *extra,
-    ]
-
-
-def frozen_setup(sizes: Sizes, device: str) -> Setup:
-    """The default model (frozen MiniLM, cached pooled vectors) at the default batch size."""
-    return build(_overrides(sizes, device, f"data.batch_size={sizes.frozen_batch}"))
-
-
-def encoder_setup(sizes: Sizes, device: str, batch: int, seq: int) -> Setup:
-    """The same model with full fine-tuning, ``batch`` pairs, ``seq``-token texts."""
-    return build(
-        _overrides(
-            sizes,
-            device,
-            "model.encoder.finetune=full",
-            f"data.batch_size={batch}",
-            f"data.text.max_user_len={seq}",
-            f"data.text.max_item_len={seq}",
-            "optim.lr=2e-5",
-            "eval.metrics=[recall,ndcg]",  # no evaluation here: skip the reference vectors
-        )
-    )
 
 
 def _best(rates: list[bench_training.Rate], device: str) -> bench_training.Rate:
@@ -311,10 +224,11 @@ def eval_rows(sizes: Sizes, device: str, setup: Setup | None = None) -> list[Row
 def cache_rows(sizes: Sizes, device: str, setup: Setup | None = None) -> list[Row]:
     """Row 4: epoch time with cached frozen vectors vs the frozen backbone in every step."""
     s = setup or frozen_setup(sizes, device)
-    n = max(sizes.frozen_warmup + sizes.frozen_steps, 1 + sizes.uncached_steps)
-    loader = bench_training.pair_loader(s.dm, sizes.frozen_batch, n)
+    bs = sizes.frozen_batch
+    loader = bench_training.pair_loader(s.dm, bs, sizes.frozen_warmup + sizes.frozen_steps)
+    short = bench_training.pair_loader(s.dm, bs, 1 + sizes.uncached_steps)
     r = bench_training.cached_vs_uncached(
-        s.module, loader, 1 + sizes.uncached_steps, _optim(s), sizes.frozen_warmup, device, _bf16(s)
+        s.module, loader, short, _optim(s), sizes.frozen_warmup, device, _bf16(s)
     )
     steps = max(1, len(s.dm.train_users) // sizes.frozen_batch)
     pairs = steps * sizes.frozen_batch
