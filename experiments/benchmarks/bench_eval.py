@@ -11,6 +11,9 @@ mask seen items, top-K, all configured metrics) and reports users/s and peak mem
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import os
 import resource
 import sys
@@ -164,6 +167,14 @@ def _rss_bytes() -> int:
         return _maxrss_bytes()
 
 
+def _release_free_heap() -> None:
+    """Hand freed heap pages back to the OS (glibc ``malloc_trim``) so that the RSS rises
+    again when a measured block allocates; elsewhere only a garbage collection."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def _maxrss_bytes() -> int:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB
@@ -171,7 +182,8 @@ def _maxrss_bytes() -> int:
 
 class PeakMemory:
     """Peak memory of a block above its starting level: CPU RSS sampled every ``interval`` s
-    by a thread (tensors bypass tracemalloc), or the CUDA allocator's peak on a GPU."""
+    by a thread after freed heap pages were returned to the OS (tensors bypass tracemalloc),
+    or the CUDA allocator's peak on a GPU."""
 
     def __init__(self, device: str, interval: float = 0.005) -> None:
         self.device, self.interval = device, interval
@@ -188,6 +200,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats()
             self._base = torch.cuda.memory_allocated()
         else:
+            _release_free_heap()
             self._base = self._peak = _rss_bytes()
             self._thread = threading.Thread(target=self._sample, daemon=True)
             self._thread.start()

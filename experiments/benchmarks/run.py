@@ -76,10 +76,11 @@ def _best(rates: list[bench_training.Rate], device: str) -> bench_training.Rate:
 
 
 def _clock_note(device: str, *rates: bench_training.Rate) -> str:
+    """On a CPU the table shows rates per CPU-second; the note adds the wall-clock ones."""
     if device != "cpu":
         return ""
-    walls = " / ".join(f"{r.wall:,.1f}" for r in rates)
-    return f"; per CPU-second, wall-clock {walls}"
+    walls = " / ".join(f"{r.wall:,.0f}" if r.wall >= 100 else f"{r.wall:.1f}" for r in rates)
+    return f"; per CPU-second (wall-clock {walls} pairs/s)"
 
 
 def _bf16(setup: Setup) -> bool:
@@ -245,7 +246,7 @@ def cache_rows(sizes: Sizes, device: str, setup: Setup | None = None) -> list[Ro
             None,
             f"{steps} steps x {sizes.frozen_batch} pairs, from {sizes.frozen_steps} cached / "
             f"{sizes.uncached_steps} uncached timed steps; {fill_note}"
-            + _clock_note(device, r["cached"], r["uncached"]).replace("wall-clock", "wall pairs/s"),
+            + _clock_note(device, r["cached"], r["uncached"]),
         )
     ]
 
