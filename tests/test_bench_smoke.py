@@ -107,7 +107,13 @@ def test_table_and_readme(sizes, tmp_path):
     path = tmp_path / "README.md"
     write_readme(path, rows, sizes, {"wall_s": 12.0, "load": ((1.0, 1.0, 1.0), (2.0, 2.0, 2.0))})
     text = path.read_text()
-    for heading in ("## Machine", "## Versions", "## Results", "## Under target", "## Notes"):
+    for heading in (
+        "## Machine",
+        "## Versions",
+        "## Results",
+        "## Under target",
+        "## What each row measures",
+    ):
         assert heading in text
     assert "| a | 10 pairs/s | 20 pairs/s | 0.50x | >= 0.9x UNDER | n |" in text
     assert "- **a**: 0.50x (target 0.9x)" in text

@@ -84,15 +84,19 @@ class RankingModule(pl.LightningModule):
             return topk_unseen(scores, seen, k)
         from divrec.rerank import rerank
 
+        masked = scores.masked_fill(seen, float("-inf"))
+        m = self.rerank_cfg.get("candidates", 200)
+        if self.rerank_cfg.get("normalize", True):
+            masked = minmax_over_candidates(masked, min(m or masked.shape[1], masked.shape[1]))
         return rerank(
             name,
-            scores.masked_fill(seen, float("-inf")),
+            masked,
             k,
             float(self.rerank_cfg.get("diversity", 0.0)),
             embeddings=self.reference_embeddings,
             categories=self.categories,
             user_categories=self.user_categories[users],
-            candidates=self.rerank_cfg.get("candidates", 200),
+            candidates=m,
         )
 
     # ------------------------------------------------------------------ loops
@@ -139,3 +143,18 @@ class RankingModule(pl.LightningModule):
             dist.all_gather_object(parts, (self.recommendations, self.because))
             self.recommendations = [r for p in parts for r in p[0]]
             self.because = [b for p in parts for b in p[1]]
+
+
+def minmax_over_candidates(scores: torch.Tensor, m: int) -> torch.Tensor:
+    """Rescale each user's scores so their top-``m`` candidates span [0, 1]: [B, N] -> [B, N].
+
+    Monotone per user (the candidate set and relevance order are unchanged; -inf stays -inf),
+    so ``diversity`` weighs relevance against similarity on the same scale for every model:
+    raw scores range from cosines (two-tower) to interaction counts (pop).
+    """
+    top = scores.topk(m, dim=1).values
+    finite = torch.isfinite(top)
+    hi = top[:, :1]
+    lo = torch.where(finite, top, torch.inf).amin(dim=1, keepdim=True)
+    span = (hi - lo).clamp_min(1e-12)
+    return torch.where(torch.isfinite(scores), (scores - lo) / span, scores)

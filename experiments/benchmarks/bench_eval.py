@@ -219,8 +219,9 @@ class PeakMemory:
 
 
 def eval_throughput(setup: Setup, device: str) -> dict[str, float]:
-    """Users/s and peak memory of one full ``trainer.validate`` pass (after a one-batch
-    warm-up pass, so that one-time set-up is not timed)."""
+    """Users/s (wall-clock and process CPU time) and peak memory of one full
+    ``trainer.validate`` pass, after a one-batch warm-up pass so that one-time set-up is not
+    timed."""
     cfg, dm, module = setup.cfg, setup.dm, setup.module
     users = len(dm.val_dataloader().dataset)
     with quiet():
@@ -230,15 +231,17 @@ def eval_throughput(setup: Setup, device: str) -> dict[str, float]:
         trainer = lightning_trainer(cfg, setup.precision, [])
         with PeakMemory(device) as mem:
             sync(device)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             metrics = trainer.validate(module, datamodule=dm, verbose=False)[0]
             sync(device)
-            seconds = time.perf_counter() - t0
+            seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     return {
         "users": users,
         "items": len(dm.catalogue),
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "users_per_s": users / seconds,
+        "users_per_cpu_s": users / cpu_seconds,
         "peak_delta_mb": mem.delta_mb,
         "peak_mb": mem.peak_mb,
         "n_metrics": len(metrics),

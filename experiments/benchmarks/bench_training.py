@@ -345,7 +345,7 @@ def backbone_flops(backbone: torch.nn.Module, shapes: list[tuple[int, int]]) -> 
     return sum(3 * (2 * dense * b * n + 4 * layers * b * n * n * hidden) for b, n in shapes)
 
 
-def matmul_flops_per_s(device: str, dtype: torch.dtype, n: int, repeats: int = 10) -> float:
+def matmul_flops_per_s(device: str, dtype: torch.dtype, n: int, repeats: int = 20) -> float:
     """Measured dense matmul rate (FLOP/s) of an ``n x n`` product in ``dtype``."""
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)

@@ -172,74 +172,80 @@ NOTES = """
 
 - **One torch thread on the CPU** (`--threads 1`, the default). This machine's 2 cores are
   shared with other jobs; with 2 threads, OpenMP's spinning barriers made a 256 x 384 MLP
-  training step go from 9 ms to 450 ms when the cores were busy. `--threads 0` keeps torch's
-  default for an idle machine.
-- **CPU rows are per second of this process's CPU time** (`time.process_time`): with one
-  thread that is the work a step needs, and it barely moves when other processes take the
-  cores; wall-clock throughput would mostly measure the load. Each note repeats the
-  wall-clock rates. GPU rows use wall-clock time after `torch.cuda.synchronize()`.
-- **Steady state, same work**: every loop consumes the same fixed, seeded list of training
-  pairs in the same order at the same batch size; the first warm-up steps (optimizer state,
-  allocator, Lightning set-up) run but are not timed; the clock covers whole iterations
-  including data loading. divrec and its reference run interleaved (`rounds`), and the best
-  round of each is reported.
-- **Modest sizes**: tens of encoder steps and one validation pass, so the whole run takes a
-  few minutes on 2 shared cores. The first run also fills the token and frozen-embedding
-  caches under `.cache/bench` (minutes on a CPU; never timed, later runs reuse them).
+  training step go from 9 ms to 450 ms while the cores were busy. `--threads 0` keeps
+  torch's default, for an idle machine.
+- **CPU rows are rates per second of this process's CPU time** (`time.process_time`): with
+  one thread that is the work a step needs, and it moves far less than wall-clock time when
+  other processes take the cores. Each note repeats the wall-clock rates, and the load
+  average above says how busy the machine was. The re-ranker rows are wall-clock (median of
+  3, `bench_rerank`'s own method) with the CPU-time speed-up in the note. GPU rows are
+  wall-clock after `torch.cuda.synchronize()`.
+- **Steady state, same work**: every training loop consumes the same fixed, seeded list of
+  training pairs in the same order at the same batch size; the first warm-up steps
+  (optimizer state, allocator, Lightning set-up) run but are not timed; the clock covers
+  whole iterations including data loading. divrec and its references run interleaved
+  (`rounds`, `enc_rounds`) and the best round of each is reported.
+- **Modest sizes** (table below): tens of encoder steps, one validation pass, so a run takes
+  about 4 minutes on 2 shared cores once the caches exist. The first run also fills the
+  token and frozen-embedding caches under `.cache/bench` (minutes on a CPU, never timed;
+  the epoch row's note shows the fill time when it happened).
 
 ## What each row measures
 
-1. **re-rank MMR / DPP** (`bench_rerank.run`): divrec's batched re-rankers vs a per-user loop
-   over `pyversity` on 1,024 users x 10,000 items (384-d), top 500 candidates re-ranked to
-   10, diversity 0.5; ratio = pyversity seconds / divrec seconds; `agree` = share of users
-   whose 10 picks are identical, in order.
-2. **train, frozen cache (heads only)**: the default model (frozen MiniLM, pooled vectors from
-   the cache; only residual heads and temperature train) at the default batch of 256.
-   divrec = `RecModule` through a Lightning `Trainer` built from `conf/trainer` (gradient
-   clipping 1.0, fp32 on CPU), logger/checkpoints/validation off. Reference = a plain loop
-   calling the same towers and loss functions on the same module's parameters, then backward,
-   clipping, `torch.optim.AdamW` (as `configure_optimizers`) and a scheduler step.
-   A step is only ~25 ms of CPU here, so Lightning's fixed per-step cost shows: its loop
-   hooks and optimizer closure, and above all `training_step`'s four `self.log` calls per
-   step (about 1-2 ms each through Lightning's result collection, measured with cProfile),
-   plus the `isfinite` check. Without the logging calls the gap roughly halves. Cheap fixes
-   in divrec, if wanted: log `train/relevance`, `train/diversity` and `train/temperature`
-   only every `log_every_n_steps` (loggers only receive every n-th value anyway), or train
-   with larger batches (the overhead is per step, not per pair).
+1. **re-rank MMR / DPP** (`bench_rerank.run`): divrec's batched re-rankers vs a per-user
+   loop over `pyversity`, 1,024 users x 10,000 items (384-d), top 500 candidates re-ranked
+   to 10, diversity 0.5; ratio = pyversity seconds / divrec seconds; `agree` = share of
+   users whose 10 picks are identical and in the same order.
+2. **train, frozen cache (heads only)**: the default model (frozen MiniLM with its pooled
+   vectors from the cache; the residual heads and the temperature train) at the default
+   batch of 256. divrec = `RecModule` through a Lightning `Trainer` built from `conf/trainer`
+   (gradient clipping 1.0, fp32 on a CPU) with logger, checkpoints and validation off.
+   Reference = a plain loop calling the same towers and loss functions on the same module's
+   parameters, then backward, clipping, `torch.optim.AdamW` (as `configure_optimizers`) and
+   a scheduler step. This step costs only ~25 ms of CPU, so Lightning's fixed per-step cost
+   shows: its hooks and optimizer closure, the `isfinite` check and, the largest part,
+   `training_step`'s four `self.log` calls per step (about 1 ms each through Lightning's
+   result collection; in a profile here, removing them closed about half of the gap). This
+   is why the row is usually just under 0.9x. Cheap fixes in divrec, if wanted: log
+   `train/relevance`, `train/diversity` and `train/temperature` only every
+   `log_every_n_steps` (loggers only receive every n-th value anyway), or use larger batches
+   (the overhead is per step, not per pair). With a progress bar, as in `python train.py`,
+   Lightning's share is larger still.
 3. **train, full fine-tuning**: `model.encoder.finetune=full` MiniLM, 32 pairs, texts cut at
-   32 tokens, Lightning vs the same plain loop. A step is about a CPU-second, so the
-   framework's few milliseconds vanish. Both start from `module.train()`: Lightning keeps
-   each submodule's train/eval mode, and divrec's trainable backbone is loaded by
-   `from_pretrained` in eval mode, so in `python train.py` fine-tuning currently runs with the
-   backbone's dropout off (reported to the lead). Here both loops use dropout, so they do
-   the same work.
-4. **train, full FT vs sentence-transformers**: the same step vs `SentenceTransformerTrainer`
-   with `MultipleNegativesRankingLoss` on the same (user text, item text) pairs in the same
-   order (a sequential batch sampler), the same MiniLM folder, batch, 32-token limit,
-   gradient clipping and fp32 (bf16 on a GPU), model loading and trainer set-up not timed.
-   What differs: (a) divrec tokenises every text once (cached) while sentence-transformers
-   tokenises each batch in its collator (a few ms per step); (b) divrec encodes each batch's
-   unique items once (few duplicates at 32 random MovieLens pairs, so little gain here);
-   (c) both pad dynamically to the batch's longest text; (d) the optimizer: divrec's
-   `torch.optim.AdamW(...)` picks the per-parameter for-loop implementation on a CPU, while
-   the Hugging Face trainer defaults to the fused AdamW kernel; on MiniLM's 22.7 M
-   parameters (11.7 M of them in the word embeddings, updated densely) that was ~0.27 vs
-   ~0.05 CPU-s per step in a profile here, which outweighs (a) and (b). When this row is
-   under 1.0x, (d) is why; passing `fused=True` (or `foreach=True`) to AdamW in
-   `RecModule.configure_optimizers` removes it. On a GPU, AdamW defaults to the `foreach`
-   implementation and the gap mostly closes.
-5. **eval, full catalogue**: one `trainer.validate` pass of the default model (after a
-   one-batch warm-up pass): for every validation user, score all items, mask seen items,
-   top-K, and all configured metrics. users/s = validation users / seconds. Peak memory is
-   the resident-set high-water mark above its level before the pass, sampled every 5 ms
-   (torch's CPU allocator bypasses `tracemalloc`); on a GPU, the CUDA allocator's peak.
-   The weights are untrained: speed does not depend on them.
+   32 tokens, Lightning vs the same plain loop. A step costs about 1.5 CPU-seconds, so the
+   framework's few milliseconds vanish in the noise (the ratio scatters a few percent either
+   side of 1). Both loops start from `module.train()`: Lightning keeps each submodule's own
+   train/eval mode, and divrec's trainable backbone comes from `from_pretrained` in eval
+   mode, so in `python train.py` fine-tuning currently runs with the backbone's dropout off
+   (reported to the lead). Here both loops use dropout and do the same work.
+4. **train, full FT vs sentence-transformers**: the same divrec step vs
+   `SentenceTransformerTrainer` + `MultipleNegativesRankingLoss` on the same (user text,
+   item text) pairs in the same order (a sequential batch sampler), the same MiniLM folder,
+   batch size, 32-token limit, gradient clipping (1.0) and precision (fp32 on a CPU, bf16 on
+   a GPU); loading and trainer set-up are not timed, nor is the model-card bookkeeping.
+   Where divrec gains: it tokenises every text once (cached) instead of in each batch's
+   collator, and it encodes each batch's unique items once (few duplicates among 32 random
+   MovieLens pairs, so little here); both pad each batch only to its longest text. Where it
+   loses: `RecModule.configure_optimizers` builds `torch.optim.AdamW(...)` with the default
+   implementation (a per-parameter loop on a CPU; `foreach` is no faster here), while the
+   Hugging Face trainer uses the fused AdamW kernel. For MiniLM's 23.4 M trainable
+   parameters (half of them the densely updated word embeddings) that measured ~0.15 vs
+   ~0.03 CPU-s per step here, about 8% of a step, which is why this row sits at or just
+   under 1.0x on a CPU. Passing `fused=True` to AdamW in `configure_optimizers` would put
+   divrec ahead; on a GPU AdamW defaults to `foreach` and the gap is small.
+5. **eval, full catalogue**: one `trainer.validate` pass of the default model after a
+   one-batch warm-up pass: for every validation user, score all items, mask seen items,
+   top-K, all configured metrics. users/s = validation users / seconds. Peak memory = the
+   resident-set high-water mark above its level at the start of the pass, sampled every 5 ms
+   after freed heap pages were returned to the OS (torch's CPU allocator bypasses
+   `tracemalloc`); on a GPU, the CUDA allocator's peak. The weights are untrained: speed does
+   not depend on them.
 6. **epoch, frozen cache vs backbone per step**: the heads-only step with cached vectors vs
    the same step with the cache bypassed (`net.frozen` switched off, so the towers run the
-   frozen backbone under `no_grad` on the batch's item and user texts, in the trainer's
-   precision: fp32 on a CPU). Epoch = steps per epoch x measured seconds per step; ratio =
-   uncached / cached epoch time. The cache's one-time fill (every item and user text once, in
-   bf16 autocast) is in the note when it happened in this run.
+   frozen backbone under `no_grad` on each batch's item and user texts, in the trainer's
+   precision: fp32 on a CPU; user texts are up to 96 tokens). Epoch = steps per epoch x
+   measured seconds per step; ratio = uncached / cached epoch time. The cache costs one
+   encoding pass over every item and user text (bf16 autocast), once per content key.
 7. **GPU rows**: with a GPU, rows 1-6 again on it (bf16-mixed, divrec's GPU default) plus the
    model FLOP utilisation of full MiniLM fine-tuning at 256 pairs x up to 64 tokens: FLOPs
    counted from the real token shapes of the timed steps (forward pre-hook on the backbone;
