@@ -151,6 +151,10 @@ class TextEncoder(nn.Module):
             else:
                 _enable_checkpointing(backbone)
         self.backbone = self._setup_finetune(backbone, top_layers, lora)
+        if finetune != "frozen":
+            # from_pretrained returns eval mode and Lightning keeps module modes as they are:
+            # without this, fine-tuning would run with the backbone's dropout switched off.
+            self.backbone.train()
 
         if pooling == "attention":
             # Zero query = uniform weights: attention pooling starts out as mean pooling.

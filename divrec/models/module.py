@@ -115,9 +115,10 @@ class RecModule(RankingModule):
                 f"diversity={div.item():.4g} (weight {self.diversity_weight})"
             )
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
-        self.log("train/relevance", rel, batch_size=bs)
-        self.log("train/diversity", div, batch_size=bs)
-        self.log("train/temperature", self.net.temperature, batch_size=bs)
+        if batch_idx % max(1, self.trainer.log_every_n_steps) == 0:  # self.log costs per call
+            self.log("train/relevance", rel, batch_size=bs)
+            self.log("train/diversity", div, batch_size=bs)
+            self.log("train/temperature", self.net.temperature, batch_size=bs)
         return loss
 
     def _hybrid_loss(self, batch: dict, two_tower: torch.Tensor, log_q) -> torch.Tensor:
@@ -142,7 +143,10 @@ class RecModule(RankingModule):
         cfg = self.optim_cfg
         params = [p for p in self.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(
-            params, lr=cfg.get("lr", 1e-3), weight_decay=cfg.get("weight_decay", 0.01)
+            params,
+            lr=cfg.get("lr", 1e-3),
+            weight_decay=cfg.get("weight_decay", 0.01),
+            fused=True,  # one kernel for all parameters (CPU and CUDA); the default loops
         )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(cfg.get("warmup_ratio", 0.05) * total)

@@ -185,10 +185,11 @@ NOTES = """
   (optimizer state, allocator, Lightning set-up) run but are not timed; the clock covers
   whole iterations including data loading. divrec and its references run interleaved
   (`rounds`, `enc_rounds`) and the best round of each is reported.
-- **Modest sizes** (table below): tens of encoder steps, one validation pass, so a run takes
-  about 4 minutes on 2 shared cores once the caches exist. The first run also fills the
-  token and frozen-embedding caches under `.cache/bench` (minutes on a CPU, never timed;
-  the epoch row's note shows the fill time when it happened).
+- **Modest sizes** (table above): tens of encoder steps and one validation pass, so a run
+  takes 3-4 minutes on these 2 shared cores. The first run also fills the token and
+  frozen-embedding caches under `.cache/bench` (never timed; the epoch row's note shows the
+  fill time when it happened: ~17 s for ml-latest-small at one thread here, but ~220 s when
+  the same fill ran with torch's default 2 threads on the busy machine).
 
 ## What each row measures
 
@@ -206,7 +207,8 @@ NOTES = """
    shows: its hooks and optimizer closure, the `isfinite` check and, the largest part,
    `training_step`'s four `self.log` calls per step (about 1 ms each through Lightning's
    result collection; in a profile here, removing them closed about half of the gap). This
-   is why the row is usually just under 0.9x. Cheap fixes in divrec, if wanted: log
+   is why the row is under 0.9x (0.80-0.86x in the runs made while writing this benchmark).
+   Cheap fixes in divrec, if wanted: log
    `train/relevance`, `train/diversity` and `train/temperature` only every
    `log_every_n_steps` (loggers only receive every n-th value anyway), or use larger batches
    (the overhead is per step, not per pair). With a progress bar, as in `python train.py`,
@@ -230,9 +232,11 @@ NOTES = """
    implementation (a per-parameter loop on a CPU; `foreach` is no faster here), while the
    Hugging Face trainer uses the fused AdamW kernel. For MiniLM's 23.4 M trainable
    parameters (half of them the densely updated word embeddings) that measured ~0.15 vs
-   ~0.03 CPU-s per step here, about 8% of a step, which is why this row sits at or just
-   under 1.0x on a CPU. Passing `fused=True` to AdamW in `configure_optimizers` would put
-   divrec ahead; on a GPU AdamW defaults to `foreach` and the gap is small.
+   ~0.03 CPU-s per step here, about 8% of a step: most of why this row is under 1.0x on a
+   CPU (0.89-0.98x in the runs made while writing this benchmark; the remaining few percent
+   were not pinned down and are of the order of the run-to-run scatter of 8-step runs).
+   Passing `fused=True` to AdamW in `configure_optimizers` is the fix; on a GPU AdamW
+   defaults to `foreach` and the gap is small.
 5. **eval, full catalogue**: one `trainer.validate` pass of the default model after a
    one-batch warm-up pass: for every validation user, score all items, mask seen items,
    top-K, all configured metrics. users/s = validation users / seconds. Peak memory = the
