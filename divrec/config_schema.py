@@ -283,7 +283,7 @@ class EvalSchema:
     save_topk: int = opt(100, "list length in recommendations.parquet", ge=1)
     metrics: list[str] = opt(
         ["recall", "ndcg", "mrr", "hit", "precision", "f1", "ild_cat", "ild_emb"]
-        + ["cat_coverage", "item_coverage", "gini", "novelty"],
+        + ["cat_coverage", "item_coverage", "gini", "novelty", "alpha_ndcg", "dist_coverage"],
         "metric names",
         choices=_metric_names,
     )

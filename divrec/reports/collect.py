@@ -58,9 +58,13 @@ def collect_runs(folder: str | os.PathLike) -> pd.DataFrame:
     rows: list[dict[str, Any]] = []
     knob_cols: dict[str, None] = {}  # ordered sets: first appearance wins
     metric_cols: dict[str, None] = {}
-    for path in files:
-        run = path.parent.relative_to(root).as_posix()
+    runs = [f.parent.relative_to(root).as_posix() for f in files]
+    # Several sweeps side by side (a/diversity=0.1, b/diversity=0.1): their top folder is a knob.
+    tops = {r.split("/", 1)[0] for r in runs if "/" in r}
+    for path, run in zip(files, runs, strict=True):
         base, knobs, metrics = _read_run(path)
+        if len(tops) > 1 and "/" in run:
+            knobs = {"sweep": run.split("/", 1)[0], **knobs}
         for k in knobs:
             knob_cols.setdefault(k, None)
         for k in metrics:
