@@ -121,28 +121,23 @@ def frozen_bases(module: RecModule, dm: RecDataModule, cfg: DictConfig, cache_cf
     bf16 = bool(cache_cfg.get("bf16", True))
     bs = int(cache_cfg.get("batch_size", 128))
     t0 = time.perf_counter()
-    item_base, hit_i = cached_pooled_embeddings(
-        cache,
-        module.net.item_encoder,
-        dm.item_tokens.input_ids,
-        dm.item_tokens.attention_mask,
-        name="items",
-        batch_size=bs,
-        device=device,
-        bf16=bf16,
-    )
-    user_base, hit_u = None, True
-    if module.net.user_tower == "text":
-        user_base, hit_u = cached_pooled_embeddings(
+
+    def embed(encoder, tokens, name: str):
+        return cached_pooled_embeddings(
             cache,
-            module.net.user_encoder,
-            dm.user_tokens.input_ids,
-            dm.user_tokens.attention_mask,
-            name="users",
+            encoder,
+            tokens.input_ids,
+            tokens.attention_mask,
+            name=name,
             batch_size=bs,
             device=device,
             bf16=bf16,
         )
+
+    item_base, hit_i = embed(module.net.item_encoder, dm.item_tokens, "items")
+    user_base, hit_u = None, True
+    if module.net.user_tower == "text":
+        user_base, hit_u = embed(module.net.user_encoder, dm.user_tokens, "users")
     dt = time.perf_counter() - t0
     dm.stats["cache/embeddings_hit"] = bool(hit_i and hit_u)
     dm.stats["cache/embeddings_seconds"] = round(dt, 2)

@@ -215,6 +215,13 @@ class RecDataModule(pl.LightningDataModule):
             }
         )
         self.user_interests = self._interests(ds)
+        # Eval users with no training history: the history tower gives them a zero vector
+        # (all-equal scores); the text tower still has their profile. Counted and reported.
+        eval_users = set(split.valid["user_id"]) | set(split.test["user_id"])
+        cold = len(eval_users - set(split.train["user_id"]))
+        self.stats["split/eval_users_without_history"] = cold
+        if cold:
+            log.warning("%d valid/test user(s) have no training history", cold)
         self._ready = True
 
     def _encode(self, df: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
