@@ -189,7 +189,7 @@ class TwoTowerSchema:
     head_hidden: int = opt(512, "hidden width of each residual head", ge=1)
     projection_dim: int | None = opt(None, "output size (null: encoder width)", ge=1)
     dropout: float = opt(0.1, "dropout inside the heads", ge=0, lt=1)
-    id_embeddings: bool = opt(False, "add learned user/item ID embeddings")
+    id_embeddings: bool = opt(True, "add learned user/item ID embeddings")
     temperature: float = opt(0.05, "softmax temperature (initial value when learned)", gt=0)
     learn_temperature: bool = opt(True, "learn the temperature")
     encoder: EncoderSchema = opt(EncoderSchema, "text encoder")
