@@ -34,6 +34,7 @@ TINY_OVERRIDES = [
     "trainer.enable_model_summary=false",
     "~callbacks.progress_bar",
     "model.head_hidden=32",
+    "model.id_embeddings=false",  # tests of the text/history towers alone; the hybrid is opt-in
     "model.cache.bf16=false",
 ]
 
@@ -60,7 +61,8 @@ def compose(tiny_model_dir, shared_cache, tmp_path):
 
     def _compose(*overrides: str, cache: Path | None = None):
         baseline = any(o.startswith("model=") and o != "model=two_tower" for o in overrides)
-        tiny = [o for o in TINY_OVERRIDES if not (baseline and o.startswith("model.head_hidden"))]
+        two_tower_only = ("model.head_hidden", "model.id_embeddings")
+        tiny = [o for o in TINY_OVERRIDES if not (baseline and o.startswith(two_tower_only))]
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
             return hydra_compose(
                 config_name="train",

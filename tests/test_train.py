@@ -64,3 +64,9 @@ def test_history_tower_with_id_embeddings(compose, tmp_path):
     train(compose("model.user_tower=history", "model.id_embeddings=true"))
     m = _metrics(tmp_path / "run")
     assert m["meta"]["status"] == "ok" and m["test/ndcg@10"] is not None
+
+
+def test_default_text_and_id_hybrid(compose, tmp_path):
+    train(compose("model.id_embeddings=true"))
+    m = _metrics(tmp_path / "run")
+    assert m["meta"]["status"] == "ok" and 0.0 <= m["test/ndcg@10"] <= 1.0
