@@ -97,7 +97,7 @@ def _metric_names() -> Iterable[str]:
 def _split_methods() -> Iterable[str]:
     from divrec.data.split import SPLIT_METHODS
 
-    return SPLIT_METHODS
+    return (*SPLIT_METHODS, "given")
 
 
 def _dedup_modes() -> Iterable[str]:
@@ -310,6 +310,9 @@ class SplitSchema:
     ratios: list[float] = opt([0.8, 0.1, 0.1], "train/valid/test shares", ge=0, length=3)
     seed: int = opt(42, "split seed (${seed})")
     cold_item_share: float = opt(0.1, "items held out of training", ge=0, le=1)
+    train_file: str | None = opt(None, "given split: train file (CSV or NAME.train.inter)")
+    valid_file: str | None = opt(None, "given split: valid file (optional)")
+    test_file: str | None = opt(None, "given split: test file")
 
 
 @dataclass

@@ -70,3 +70,25 @@ def test_default_text_and_id_hybrid(compose, tmp_path):
     train(compose("model.id_embeddings=true"))
     m = _metrics(tmp_path / "run")
     assert m["meta"]["status"] == "ok" and 0.0 <= m["test/ndcg@10"] <= 1.0
+
+
+def test_given_split_reproduces_the_run_it_came_from(compose, tmp_path):
+    """Train on a random split, hand its saved files back as a `given` split: same metrics."""
+    train(compose())
+    first = _metrics(tmp_path / "run")
+    files = {}
+    for part in ("train", "valid", "test"):
+        path = tmp_path / f"{part}.csv"
+        pd.read_parquet(tmp_path / "run" / "split" / f"{part}.parquet").to_csv(path, index=False)
+        files[part] = path
+    train(
+        compose(
+            "data.split.method=given",
+            f"data.split.train_file={files['train']}",
+            f"data.split.valid_file={files['valid']}",
+            f"data.split.test_file={files['test']}",
+        )
+    )
+    second = _metrics(tmp_path / "run")
+    assert second["meta"]["data_stats"]["split/method"] == "given"
+    assert second["test/ndcg@10"] == pytest.approx(first["test/ndcg@10"], abs=1e-6)
