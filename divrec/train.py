@@ -61,7 +61,7 @@ def eval_points(cfg: DictConfig) -> list[tuple[str, dict, dict]]:
     ]
 
 
-def train(cfg: DictConfig) -> float:
+def train(cfg: DictConfig) -> float | tuple[float, ...]:
     """Run one experiment; returns ``cfg.optimized_metric`` (best validation value)."""
     t0 = time.time()
     validate_config(cfg)  # before any data is loaded: typos, types, ranges
@@ -116,7 +116,7 @@ def train(cfg: DictConfig) -> float:
             )
         ckpt = test_ckpt if i == 0 else None
         metrics = dict(fit_metrics)
-        if sub and cfg.test:
+        if (sub or _is_multi(cfg)) and cfg.test:
             trainer.validate(
                 module, datamodule=dm, ckpt_path=ckpt, weights_only=True, verbose=False
             )
@@ -131,10 +131,16 @@ def train(cfg: DictConfig) -> float:
     if len(points) > 1:
         finish_wandb()
     log.info("run folder: %s", out)
+    if _is_multi(cfg):  # multi-objective search: values of the validated best weights
+        return tuple(float(results[0].get(m, float("nan"))) for m in cfg.optimized_metric)
     target = results[0].get(cfg.optimized_metric, float("nan"))
     if ckpt_cb is not None and ckpt_cb.monitor == cfg.optimized_metric and not math.isnan(val_best):
         target = val_best
     return float(target)
+
+
+def _is_multi(cfg: DictConfig) -> bool:
+    return OmegaConf.is_list(cfg.optimized_metric)
 
 
 def _prefixed(trainer: pl.Trainer, prefix: str) -> dict[str, float]:
@@ -218,7 +224,7 @@ def _is_multirun() -> bool:
         return False
 
 
-def run(cfg: DictConfig) -> float:
+def run(cfg: DictConfig) -> float | tuple[float, ...]:
     """``train`` with failure isolation and a W&B run that always finishes."""
     from divrec.ddp_guard import check_ddp_multirun
 
@@ -239,7 +245,7 @@ def run(cfg: DictConfig) -> float:
             log.exception("could not write metrics.json for the failed run")
         if _is_multirun():
             log.error("job failed (%s); the sweep continues with NaN", msg)
-            return float("nan")
+            return tuple(math.nan for _ in cfg.optimized_metric) if _is_multi(cfg) else math.nan
         if isinstance(e, DivrecError) and not os.environ.get("DIVREC_TRACEBACK"):
             raise SystemExit(f"error: {e}") from None
         raise

@@ -92,3 +92,23 @@ def test_one_failing_job_does_not_take_the_sweep_down(tiny_model_dir, shared_cac
     report = (tmp_path / "report" / "report.md").read_text()
     failed = report.split("## Failed runs", 1)[1]
     assert "| 1 " in failed or "`1`" in failed or "\n- 1" in failed, failed
+
+
+def test_pareto_search_returns_two_objectives_and_reports(tiny_model_dir, shared_cache, tmp_path):
+    _train(
+        tiny_model_dir,
+        shared_cache,
+        tmp_path,
+        "+hparams_search=pareto",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.sampler.population_size=2",
+    )
+    runs = _runs(tmp_path)
+    assert len([r for r in runs if "/" not in r]) == 3
+    for m in runs.values():
+        assert m["meta"]["status"] == "ok"
+        assert m["val/ndcg@10"] is not None and m["val/ild_cat@10"] is not None
+    # Optuna's own record of the study and divrec's report of the Pareto set
+    assert (tmp_path / "optimization_results.yaml").exists()
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "val/ndcg@10" in report and "✓" in report
