@@ -80,3 +80,16 @@ def test_diversity_regulariser_increases_category_ild(compose, tmp_path, term):
         m = json.loads((tmp_path / "run" / "metrics.json").read_text())
         ild[lam] = m["test/ild_cat@10"]
     assert ild[2.0] > ild[0.0]
+
+
+def test_recbole_protocol_composes_and_validates():
+    from divrec.config_check import validate_config
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = hydra_compose(
+            config_name="train",
+            overrides=["+protocol=recbole", "data=movielens", "paths.output_dir=/tmp/x"],
+        )
+    validate_config(cfg)
+    assert cfg.data.preprocess.min_rating == 3.5 and cfg.data.preprocess.min_user_history == 5
+    assert list(cfg.eval.ks) == [10, 20] and cfg.callbacks.model_checkpoint.monitor == "val/ndcg@10"

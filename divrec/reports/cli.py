@@ -155,10 +155,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--metrics", default=None, help="comma list of metrics to show (default x, y, same split)"
     )
+    parser.add_argument(
+        "--aggregate",
+        action="store_true",
+        help="also write aggregate.md/.csv: mean ± std over seeds of runs that differ only in seed",
+    )
     args = parser.parse_args(argv)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     try:
         result = make_report(args.folder, args.x, args.y, args.out, metrics=metrics)
+        if args.aggregate:
+            _write_aggregate(result)
     except DivrecError as exc:
         print(f"divrec-report: error: {exc}", file=sys.stderr)
         return 2
@@ -167,6 +174,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     _print_console(result)
     return 0
+
+
+def _write_aggregate(result: dict[str, Any]) -> None:
+    """``aggregate.md`` and ``aggregate.csv`` next to the report (mean ± std over seeds)."""
+    from divrec.reports.aggregate import aggregate_seeds, mean_std_table
+
+    agg = aggregate_seeds(result["df"])
+    out = Path(result["markdown"]).parent
+    with atomic_path(out / "aggregate.csv") as tmp:
+        agg.to_csv(tmp, index=False)
+    with atomic_path(out / "aggregate.md") as tmp:
+        tmp.write_text("# mean ± std over seeds\n\n" + mean_std_table(agg, result["shown"]))
+    print(f"wrote {out / 'aggregate.md'}")
 
 
 HEADLINE = ("recall", "ndcg", "ild_cat", "cat_coverage", "item_coverage", "alpha_ndcg", "novelty")
