@@ -61,6 +61,8 @@ def build_module(cfg: DictConfig, dm: RecDataModule) -> RankingModule:
         evaluation=evaluation,
         rerank_cfg=rerank_cfg,
     )
+    if dm.length_bucketing is None:  # auto: bucket only when texts go through the encoder
+        dm.length_bucketing = 0 if module.net.frozen else 50
     item_base = user_base = ref = None
     if module.net.frozen:
         item_base, user_base = frozen_bases(module, dm, cfg, cache_cfg)

@@ -134,6 +134,7 @@ class EncoderSchema:
     lora: LoraSchema | None = opt(LoraSchema, "LoRA settings (finetune=lora)")
     trust_remote_code: bool = opt(False, "run a checkpoint's own code")
     gradient_checkpointing: bool = opt(False, "recompute activations to save memory")
+    compile: bool = opt(False, "torch.compile the backbone (dynamic shapes)")
 
 
 def _history_pooling_ctor(node: Any, parent: Any) -> tuple[Callable, tuple[str, ...]]:
@@ -347,6 +348,7 @@ class DataSchema:
     eval_batch_size: int = opt(256, "users per evaluation batch", ge=1)
     num_workers: int = opt(0, "DataLoader workers", ge=0)
     history_len: int = opt(50, "recent items given to the history tower", ge=1)
+    length_bucketing: int | None = opt(None, "batches per length-sorted bucket (null: auto)", ge=0)
     preprocess: PreprocessSchema = opt(PreprocessSchema, "interaction cleaning")
     split: SplitSchema = opt(SplitSchema, "train/valid/test split")
     text: TextSchema = opt(TextSchema, "text templates and lengths")

@@ -70,8 +70,16 @@ class EpochShuffle(torch.utils.data.Sampler[int]):
     sees exactly the batches an uninterrupted run would (the global RNG is not in checkpoints).
     """
 
-    def __init__(self, n: int, seed: int) -> None:
+    def __init__(
+        self,
+        n: int,
+        seed: int,
+        lengths: torch.Tensor | None = None,
+        batch: int = 1,
+        bucket: int = 0,
+    ) -> None:
         self.n, self.seed, self.epoch = n, seed, 0
+        self.lengths, self.batch, self.bucket = lengths, batch, bucket
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -81,7 +89,20 @@ class EpochShuffle(torch.utils.data.Sampler[int]):
 
     def __iter__(self):
         g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) % (1 << 63))
-        return iter(torch.randperm(self.n, generator=g).tolist())
+        order = torch.randperm(self.n, generator=g)
+        if not self.bucket or self.lengths is None:
+            return iter(order.tolist())
+        # Length bucketing: within chunks of `bucket` batches, sort rows by token length so each
+        # batch pads to a similar length, then shuffle the batches of the chunk.
+        out = []
+        chunk = self.bucket * self.batch
+        for start in range(0, self.n, chunk):
+            part = order[start : start + chunk]
+            part = part[torch.argsort(self.lengths[part], stable=True)]
+            batches = list(part.split(self.batch))
+            perm = torch.randperm(len(batches), generator=g).tolist()
+            out.extend(batches[i] for i in perm)
+        return iter(torch.cat(out).tolist())
 
 
 class _Rows(Dataset):
@@ -115,6 +136,7 @@ class RecDataModule(pl.LightningDataModule):
         eval_batch_size: int = 256,
         num_workers: int = 0,
         history_len: int = 50,
+        length_bucketing: int | None = None,
         cache_dir: str = ".cache/divrec",
         name: str | None = None,
         **source_args: Any,
@@ -133,6 +155,7 @@ class RecDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
         self.history_len = history_len
+        self.length_bucketing = length_bucketing  # None: decided by the model (build_module)
         self.cache_dir = Path(cache_dir)
         self.name = name or source
         self.stats: dict[str, Any] = {}
@@ -287,12 +310,24 @@ class RecDataModule(pl.LightningDataModule):
         return DataLoader(
             _Rows(len(self.train_users)),
             batch_size=self.batch_size,
-            sampler=EpochShuffle(len(self.train_users), self.shuffle_seed),
+            sampler=EpochShuffle(
+                len(self.train_users),
+                self.shuffle_seed,
+                lengths=self.train_lengths(),
+                batch=self.batch_size,
+                bucket=self.length_bucketing or 0,
+            ),
             drop_last=len(self.train_users) > self.batch_size,
             num_workers=self.num_workers,
             collate_fn=self.collate_train,
             persistent_workers=self.num_workers > 0,
         )
+
+    def train_lengths(self) -> torch.Tensor:
+        """Token length of each training pair's user + item text: [n_pairs]."""
+        user = self.user_tokens.attention_mask.sum(1)[self.train_users]
+        item = self.item_tokens.attention_mask.sum(1)[self.train_items]
+        return user + item
 
     def collate_train(self, rows: list[int]) -> dict[str, torch.Tensor]:
         idx = torch.as_tensor(rows)

@@ -121,6 +121,7 @@ class TextEncoder(nn.Module):
         normalize: bool = True,
         trust_remote_code: bool = False,
         gradient_checkpointing: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
@@ -155,6 +156,11 @@ class TextEncoder(nn.Module):
             # from_pretrained returns eval mode and Lightning keeps module modes as they are:
             # without this, fine-tuning would run with the backbone's dropout switched off.
             self.backbone.train()
+
+        # torch.compile of the backbone (dynamic shapes: batches are padded to their own length).
+        # Kept outside the module registry so checkpoints hold the plain backbone's keys.
+        compiled = torch.compile(self.backbone, dynamic=True) if compile else None
+        object.__setattr__(self, "_compiled", compiled)
 
         if pooling == "attention":
             # Zero query = uniform weights: attention pooling starts out as mean pooling.
@@ -222,15 +228,13 @@ class TextEncoder(nn.Module):
 
     def pool_backbone(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Backbone + token pooling: ``input_ids, attention_mask [B, L] -> [B, H]``."""
+        backbone = self.backbone if self._compiled is None else self._compiled
         if self.finetune == "frozen":
             with torch.no_grad():
-                hidden = self.backbone(
-                    input_ids=input_ids, attention_mask=attention_mask
-                ).last_hidden_state
+                hidden = backbone(input_ids=input_ids, attention_mask=attention_mask)
+                hidden = hidden.last_hidden_state
         else:
-            hidden = self.backbone(
-                input_ids=input_ids, attention_mask=attention_mask
-            ).last_hidden_state
+            hidden = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return self.pool_tokens(hidden, attention_mask)
 
     def head(self, pooled: torch.Tensor) -> torch.Tensor:

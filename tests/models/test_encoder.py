@@ -318,3 +318,19 @@ def test_minilm_matches_sentence_transformers_and_is_sane():
         sents, convert_to_tensor=True, normalize_embeddings=True
     )
     torch.testing.assert_close(emb, ref.cpu(), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_compiled_backbone_matches_eager(tiny_model_dir):
+    """`model.encoder.compile=true`: same embeddings as eager, same state-dict keys."""
+    torch.manual_seed(0)
+    ids = torch.randint(1000, 2000, (3, 7))
+    mask = torch.ones_like(ids)
+    mask[1, 5:] = 0
+    eager = TextEncoder(tiny_model_dir, finetune="full")
+    compiled = TextEncoder(tiny_model_dir, finetune="full", compile=True)
+    eager.eval()
+    compiled.eval()
+    assert list(eager.state_dict()) == list(compiled.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(ids, mask), eager(ids, mask), rtol=1e-4, atol=1e-5)
