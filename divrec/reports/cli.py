@@ -102,6 +102,7 @@ def render_markdown(
         "",
         "## Runs",
         "",
+        *_common_line(df[ok]),
         markdown_table(*table_cells(df[ok], shown)) if ok.any() else "No successful runs.",
         "",
         "## Runs missing a metric",
@@ -120,9 +121,21 @@ def render_markdown(
     return "\n".join(lines) + "\n"
 
 
+def varying_knobs(df: pd.DataFrame) -> tuple[list[str], dict[str, Any]]:
+    """Knob columns whose value differs between runs, and the constant ones with their value."""
+    varying, constant = [], {}
+    for k in knob_columns(df):
+        values = {format_knob(v) for v in df[k]}
+        if len(values) > 1 or len(df) == 1:
+            varying.append(k)
+        else:
+            constant[k] = next(iter(values))
+    return varying, constant
+
+
 def table_cells(df: pd.DataFrame, shown: list[str]) -> tuple[list[str], list[list[str]]]:
-    """(header, rows of display strings): run, pareto tick, knobs, shown metrics."""
-    knobs = knob_columns(df)
+    """(header, rows of display strings): run, pareto tick, varying knobs, shown metrics."""
+    knobs, _ = varying_knobs(df)
     header = ["run", "pareto", *knobs, *shown]
     rows = []
     for _, row in df.iterrows():
@@ -131,6 +144,14 @@ def table_cells(df: pd.DataFrame, shown: list[str]) -> tuple[list[str], list[lis
         cells += [_fmt_metric(row[m]) for m in shown]
         rows.append(cells)
     return header, rows
+
+
+def _common_line(df: pd.DataFrame) -> list[str]:
+    """'Common to all runs: a=1, b=x' (knobs left out of the table because they never vary)."""
+    _, constant = varying_knobs(df) if len(df) > 1 else ([], {})
+    if not constant:
+        return []
+    return ["Common to all runs: " + ", ".join(f"`{k}={v}`" for k, v in constant.items()), ""]
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
