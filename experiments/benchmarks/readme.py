@@ -204,22 +204,15 @@ NOTES = """
    Reference = a plain loop calling the same towers and loss functions on the same module's
    parameters, then backward, clipping, `torch.optim.AdamW` (as `configure_optimizers`) and
    a scheduler step. This step costs only ~25 ms of CPU, so Lightning's fixed per-step cost
-   shows: its hooks and optimizer closure, the `isfinite` check and, the largest part,
-   `training_step`'s four `self.log` calls per step (about 1 ms each through Lightning's
-   result collection; in a profile here, removing them closed about half of the gap). This
-   is why the row is under 0.9x (0.80-0.86x in the runs made while writing this benchmark).
-   Cheap fixes in divrec, if wanted: log
-   `train/relevance`, `train/diversity` and `train/temperature` only every
-   `log_every_n_steps` (loggers only receive every n-th value anyway), or use larger batches
-   (the overhead is per step, not per pair). With a progress bar, as in `python train.py`,
-   Lightning's share is larger still.
+   would show; `training_step` logs the extra terms (`train/relevance`, `train/diversity`,
+   `train/temperature`) only every `log_every_n_steps` and the optimiser is the fused AdamW,
+   which took this row from 0.80-0.86x (first version) to above 1x.
 3. **train, full fine-tuning**: `model.encoder.finetune=full` MiniLM, 32 pairs, texts cut at
    32 tokens, Lightning vs the same plain loop. A step costs about 1.5 CPU-seconds, so the
    framework's few milliseconds vanish in the noise (the ratio scatters a few percent either
-   side of 1). Both loops start from `module.train()`: Lightning keeps each submodule's own
-   train/eval mode, and divrec's trainable backbone comes from `from_pretrained` in eval
-   mode, so in `python train.py` fine-tuning currently runs with the backbone's dropout off
-   (reported to the lead). Here both loops use dropout and do the same work.
+   side of 1). The trainable backbone is switched to train mode by `TextEncoder` (Lightning
+   keeps submodule modes as they are and `from_pretrained` returns eval mode), so both loops
+   run with dropout and do the same work.
 4. **train, full FT vs sentence-transformers**: the same divrec step vs
    `SentenceTransformerTrainer` + `MultipleNegativesRankingLoss` on the same (user text,
    item text) pairs in the same order (a sequential batch sampler), the same MiniLM folder,
@@ -228,15 +221,10 @@ NOTES = """
    Where divrec gains: it tokenises every text once (cached) instead of in each batch's
    collator, and it encodes each batch's unique items once (few duplicates among 32 random
    MovieLens pairs, so little here); both pad each batch only to its longest text. Where it
-   loses: `RecModule.configure_optimizers` builds `torch.optim.AdamW(...)` with the default
-   implementation (a per-parameter loop on a CPU; `foreach` is no faster here), while the
-   Hugging Face trainer uses the fused AdamW kernel. For MiniLM's 23.4 M trainable
-   parameters (half of them the densely updated word embeddings) that measured ~0.15 vs
-   ~0.03 CPU-s per step here, about 8% of a step: most of why this row is under 1.0x on a
-   CPU (0.89-0.98x in the runs made while writing this benchmark; the remaining few percent
-   were not pinned down and are of the order of the run-to-run scatter of 8-step runs).
-   Passing `fused=True` to AdamW in `configure_optimizers` is the fix; on a GPU AdamW
-   defaults to `foreach` and the gap is small.
+   loses: nothing structural any more: both use a fused AdamW (divrec's `configure_optimizers`
+   passes `fused=True`; the first version's per-parameter AdamW cost ~8% of a step and put
+   this row at 0.89-0.98x). What is left is parity within the run-to-run scatter of 8-step
+   runs (a few percent), so a run can land just under 1.00x.
 5. **eval, full catalogue**: one `trainer.validate` pass of the default model after a
    one-batch warm-up pass: for every validation user, score all items, mask seen items,
    top-K, all configured metrics. users/s = validation users / seconds. Peak memory = the
