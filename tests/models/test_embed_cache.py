@@ -17,7 +17,6 @@ from divrec.models.embed_cache import (
     tokens_fingerprint,
 )
 from divrec.models.encoder import TextEncoder
-from divrec.models.pretrained import load_tokenizer
 
 TEXTS = [
     "hi",
@@ -28,16 +27,6 @@ TEXTS = [
     "a kitten on a rug",
     "x",
 ]
-
-
-@pytest.fixture(autouse=True)
-def _hash_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("DIVREC_CACHE_DIR", str(tmp_path / "divrec-cache"))
-
-
-@pytest.fixture(scope="module")
-def tok(tiny_model_dir):
-    return load_tokenizer(tiny_model_dir)
 
 
 @pytest.fixture(scope="module")

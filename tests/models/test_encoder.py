@@ -30,17 +30,6 @@ from divrec.models.tiny import build_tiny_bert
 TEXTS = ["a cat sits on the mat", "stock market crash today in new york", "hi"]
 
 
-@pytest.fixture(autouse=True)
-def _hash_cache(tmp_path, monkeypatch):
-    """Keep sha256 marker files out of the user's home."""
-    monkeypatch.setenv("DIVREC_CACHE_DIR", str(tmp_path / "divrec-cache"))
-
-
-@pytest.fixture(scope="module")
-def tok(tiny_model_dir):
-    return load_tokenizer(tiny_model_dir)
-
-
 @pytest.fixture(scope="module")
 def reference_hidden(tiny_model_dir, tok):
     """last_hidden_state [B, L, H] of an independently loaded tiny BertModel, and the mask."""
