@@ -92,3 +92,21 @@ def test_given_split_reproduces_the_run_it_came_from(compose, tmp_path):
     second = _metrics(tmp_path / "run")
     assert second["meta"]["data_stats"]["split/method"] == "given"
     assert second["test/ndcg@10"] == pytest.approx(first["test/ndcg@10"], abs=1e-6)
+
+
+def test_wandb_offline_run_has_config_metrics_and_table(compose, tmp_path, monkeypatch):
+    """logger=wandb offline: one finished run holding the test metrics and the sample table."""
+    import wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    from divrec.train import run
+
+    run(compose("logger=wandb"))  # what train.py calls: train() inside try/finally
+    assert wandb.run is None  # finished in run's finally
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    tables = list(runs[0].rglob("recommendations_*.table.json"))
+    assert tables, "no recommendations table logged"
+    table = json.loads(tables[0].read_text())
+    assert table["columns"][:3] == ["user_id", "history", "recommended"] and table["data"]
