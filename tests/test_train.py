@@ -110,3 +110,29 @@ def test_wandb_offline_run_has_config_metrics_and_table(compose, tmp_path, monke
     assert tables, "no recommendations table logged"
     table = json.loads(tables[0].read_text())
     assert table["columns"][:3] == ["user_id", "history", "recommended"] and table["data"]
+
+
+def test_eval_users_without_training_history_are_counted(compose, tmp_path):
+    """A test user with no training rows: the history tower still runs, and the user is counted."""
+    train(compose())
+    split = {
+        p: pd.read_parquet(tmp_path / "run" / "split" / f"{p}.parquet")
+        for p in ("train", "valid", "test")
+    }
+    gone = split["test"]["user_id"].iloc[0]
+    split["train"] = split["train"][split["train"]["user_id"] != gone]
+    files = {}
+    for part, df in split.items():
+        files[part] = tmp_path / f"{part}.csv"
+        df.to_csv(files[part], index=False)
+    train(
+        compose(
+            "model.user_tower=history",
+            "data.split.method=given",
+            *(f"data.split.{p}_file={f}" for p, f in files.items()),
+        )
+    )
+    m = _metrics(tmp_path / "run")
+    assert m["meta"]["status"] == "ok"
+    assert m["meta"]["data_stats"]["split/eval_users_without_history"] == 1
+    assert m["test/n_users"] == split["test"]["user_id"].nunique()
