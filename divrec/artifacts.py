@@ -32,10 +32,10 @@ VERSIONED = (
 )
 
 
-def versions() -> dict[str, str]:
-    """Installed versions of the packages that shape a run's numbers."""
+def versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """Installed versions of the packages that shape a run's numbers (plus ``extra`` ones)."""
     out = {"python": platform.python_version()}
-    for name in VERSIONED:
+    for name in (*VERSIONED, *extra):
         try:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

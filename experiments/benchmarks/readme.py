@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import importlib.metadata
 import os
 import platform
 from pathlib import Path
@@ -92,13 +91,7 @@ def machine() -> dict[str, str]:
 
 def package_versions() -> dict[str, str]:
     """divrec's run versions plus the benchmark's reference packages."""
-    out = versions()
-    for name in EXTRA_PACKAGES:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = "missing"
-    return out
+    return versions(EXTRA_PACKAGES)
 
 
 def render(rows: list, sizes: Any, info: dict[str, Any]) -> str:

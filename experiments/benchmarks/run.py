@@ -121,20 +121,9 @@ def frozen_training_rows(sizes: Sizes, device: str, setup: Setup | None = None) 
     loader = bench_training.pair_loader(
         s.dm, sizes.frozen_batch, sizes.frozen_warmup + sizes.frozen_steps
     )
-    clip = s.cfg.trainer.get("gradient_clip_val")
-    ours: list[bench_training.Rate] = []
-    plain: list[bench_training.Rate] = []
+    ours, plain = [], []
     for _ in range(sizes.rounds):
-        ours.append(
-            bench_training.lightning_pairs_per_s(
-                s.module, loader, s.cfg, s.precision, sizes.frozen_warmup, device
-            )
-        )
-        plain.append(
-            bench_training.plain_pairs_per_s(
-                s.module, loader, _optim(s), sizes.frozen_warmup, device, _bf16(s), clip
-            )
-        )
+        _race_round(s, loader, sizes.frozen_warmup, device, ours, plain)
     o, p = _best(ours, device), _best(plain, device)
     return [
         Row(
@@ -149,6 +138,19 @@ def frozen_training_rows(sizes: Sizes, device: str, setup: Setup | None = None) 
     ]
 
 
+def _race_round(s: Setup, loader, warmup: int, device: str, ours: list, plain: list) -> None:
+    """One interleaved round: the same pairs through Lightning, then through the plain loop."""
+    ours.append(
+        bench_training.lightning_pairs_per_s(s.module, loader, s.cfg, s.precision, warmup, device)
+    )
+    clip = s.cfg.trainer.get("gradient_clip_val")
+    plain.append(
+        bench_training.plain_pairs_per_s(
+            s.module, loader, _optim(s), warmup, device, _bf16(s), clip
+        )
+    )
+
+
 def encoder_training_rows(sizes: Sizes, device: str) -> list[Row]:
     """Rows 2b, 2c: full fine-tuning, Lightning vs plain loop vs sentence-transformers."""
     from divrec.models.pretrained import resolve_pretrained
@@ -156,21 +158,9 @@ def encoder_training_rows(sizes: Sizes, device: str) -> list[Row]:
     s = encoder_setup(sizes, device, sizes.enc_batch, sizes.enc_seq)
     loader = bench_training.pair_loader(s.dm, sizes.enc_batch, sizes.enc_warmup + sizes.enc_steps)
     anchors, positives = bench_training.pair_texts(s.dm, loader)
-    clip = s.cfg.trainer.get("gradient_clip_val")
-    ours: list[bench_training.Rate] = []
-    plain: list[bench_training.Rate] = []
-    st: list[bench_training.Rate] = []
+    ours, plain, st = [], [], []
     for _ in range(sizes.enc_rounds):
-        ours.append(
-            bench_training.lightning_pairs_per_s(
-                s.module, loader, s.cfg, s.precision, sizes.enc_warmup, device
-            )
-        )
-        plain.append(
-            bench_training.plain_pairs_per_s(
-                s.module, loader, _optim(s), sizes.enc_warmup, device, _bf16(s), clip
-            )
-        )
+        _race_round(s, loader, sizes.enc_warmup, device, ours, plain)
         st.append(
             bench_training.st_pairs_per_s(
                 resolve_pretrained(sizes.pretrained),
