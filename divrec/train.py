@@ -31,7 +31,7 @@ from divrec.artifacts import (
 from divrec.build import build_datamodule, build_module, precision
 from divrec.config_check import validate_against_data, validate_config
 from divrec.data.datamodule import RecDataModule
-from divrec.errors import DivrecError
+from divrec.errors import ConfigError, DivrecError
 from divrec.wandb_utils import finish_wandb, log_recommendation_table
 
 log = logging.getLogger(__name__)
@@ -48,15 +48,33 @@ def eval_points(cfg: DictConfig) -> list[tuple[str, dict, dict]]:
 
     Without ``rerank_sweep`` there is one point (the run folder itself). With it, each value
     of ``rerank_sweep.values`` for ``rerank.<rerank_sweep.key>`` is its own sub-run: same
-    trained weights, re-ranked and evaluated again (no retraining).
+    trained weights, re-ranked and evaluated again (no retraining). ``rerank_sweep.names``
+    (e.g. ``[mmr, dpp]``) repeats the values for each re-ranker, in folders
+    ``name=<r>,<key>=<v>``.
     """
     base = OmegaConf.to_container(cfg.rerank, resolve=True)
     sweep = cfg.get("rerank_sweep")
     if not sweep:
         return [("", base, {})]
     key = sweep.get("key", "diversity")
+    names = sweep.get("names")
+    if not names:
+        return [
+            (f"{key}={v}", {**base, key: v}, {f"rerank.{key}": v, "rerank.name": base["name"]})
+            for v in sweep["values"]
+        ]
+    from divrec.rerank import RERANKERS
+
+    unknown = [n for n in names if n not in RERANKERS]
+    if unknown:
+        raise ConfigError(f"rerank_sweep.names: unknown {unknown}; choose from {sorted(RERANKERS)}")
     return [
-        (f"{key}={v}", {**base, key: v}, {f"rerank.{key}": v, "rerank.name": base["name"]})
+        (
+            f"name={n},{key}={v}",
+            {**base, "name": n, key: v},
+            {f"rerank.{key}": v, "rerank.name": n},
+        )
+        for n in names
         for v in sweep["values"]
     ]
 
@@ -65,6 +83,7 @@ def train(cfg: DictConfig) -> float | tuple[float, ...]:
     """Run one experiment; returns ``cfg.optimized_metric`` (best validation value)."""
     t0 = time.time()
     validate_config(cfg)  # before any data is loaded: typos, types, ranges
+    points = eval_points(cfg)  # a bad rerank_sweep fails now, not after training
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, workers=True)
@@ -103,7 +122,6 @@ def train(cfg: DictConfig) -> float | tuple[float, ...]:
     if ckpt_cb is not None and ckpt_cb.monitor:
         fit_metrics[f"best/{ckpt_cb.monitor}"] = val_best
 
-    points = eval_points(cfg)
     results: list[dict[str, Any]] = []
     for i, (sub, rerank_cfg, knobs) in enumerate(points):
         folder = out / sub if sub else out

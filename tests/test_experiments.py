@@ -9,6 +9,7 @@ import pytest
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 
+from divrec.errors import ConfigError
 from divrec.train import train
 from tests.conftest import ROOT
 
@@ -93,3 +94,42 @@ def test_recbole_protocol_composes_and_validates():
     validate_config(cfg)
     assert cfg.data.preprocess.min_rating == 3.5 and cfg.data.preprocess.min_user_history == 5
     assert list(cfg.eval.ks) == [10, 20] and cfg.callbacks.model_checkpoint.monitor == "val/ndcg@10"
+
+
+def test_rerank_sweep_names_evaluate_each_reranker_on_one_model(compose, tmp_path, monkeypatch):
+    fits = []
+    real_fit = pl.Trainer.fit
+    monkeypatch.setattr(
+        pl.Trainer, "fit", lambda self, *a, **k: fits.append(1) or real_fit(self, *a, **k)
+    )
+    train(
+        compose(
+            "+experiment=mmr_sweep",
+            "rerank_sweep.values=[0.0,0.9]",
+            "+rerank_sweep.names=[mmr,dpp]",
+        )
+    )
+    assert len(fits) == 1
+    runs = {
+        p.parent.name: json.loads(p.read_text()) for p in (tmp_path / "run").glob("*/metrics.json")
+    }
+    assert sorted(runs) == [
+        "name=dpp,diversity=0.0",
+        "name=dpp,diversity=0.9",
+        "name=mmr,diversity=0.0",
+        "name=mmr,diversity=0.9",
+    ]
+    assert runs["name=dpp,diversity=0.9"]["meta"]["knobs"]["rerank.name"] == "dpp"
+    # Diversity 0 is relevance order for both re-rankers: the same lists, the same metrics.
+    assert runs["name=dpp,diversity=0.0"]["test/ndcg@10"] == pytest.approx(
+        runs["name=mmr,diversity=0.0"]["test/ndcg@10"], abs=1e-9
+    )
+    # The two re-rankers at 0.9 pick different lists from the same scores.
+    assert runs["name=dpp,diversity=0.9"]["test/ild_emb@10"] != pytest.approx(
+        runs["name=mmr,diversity=0.9"]["test/ild_emb@10"], abs=1e-9
+    )
+
+
+def test_rerank_sweep_unknown_name_fails_before_training(compose):
+    with pytest.raises(ConfigError, match="rerank_sweep.names"):
+        train(compose("+experiment=mmr_sweep", "+rerank_sweep.names=[mmr,dp]"))
