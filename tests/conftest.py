@@ -32,7 +32,6 @@ TINY_OVERRIDES = [
     "trainer.limit_train_batches=4",
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
-    "~callbacks.progress_bar",
     "model.head_hidden=32",
     "model.id_embeddings=false",  # tests of the text/history towers alone; the hybrid is opt-in
     "model.cache.bf16=false",
