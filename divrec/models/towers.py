@@ -186,6 +186,22 @@ class TwoTower(nn.Module):
         values = self.history_values(h, batch.get("user_idx"))
         return self.pool.score(h, batch["history_mask"].bool(), values, items)[0]
 
+    def encode_user_texts(
+        self, users: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Pooled backbone output of the batch's user texts: ``users [B]``, ``ids, mask [B, L]``
+        -> ``[B, H]``. A user met several times in the batch (training pairs of active users)
+        is encoded once, cut to the longest unique text; rows with index -1 (users unknown
+        to training, each with its own text) are always encoded."""
+        if bool((users < 0).any()):
+            return self.user_encoder.pool_backbone(ids, mask)
+        uniq, inverse = torch.unique(users, return_inverse=True)
+        rows = torch.arange(len(users), device=users.device)
+        first = torch.full_like(uniq, len(users)).scatter_reduce(0, inverse, rows, "amin")
+        m = mask[first]
+        length = max(1, int(m.sum(1).max()))
+        return self.user_encoder.pool_backbone(ids[first, :length], m[:, :length])[inverse]
+
     def user_vectors_and_weights(
         self, batch: dict, item_vecs: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -197,8 +213,8 @@ class TwoTower(nn.Module):
         if self.frozen:
             base = self.user_base[users]
         else:
-            base = self.user_encoder.pool_backbone(
-                batch["user_input_ids"], batch["user_attention_mask"]
+            base = self.encode_user_texts(
+                users, batch["user_input_ids"], batch["user_attention_mask"]
             )
         v = self.user_head(base.float())
         if self.user_id is not None:
