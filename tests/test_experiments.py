@@ -6,6 +6,7 @@ import json
 
 import lightning.pytorch as pl
 import pytest
+import torch
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 
@@ -133,3 +134,43 @@ def test_rerank_sweep_names_evaluate_each_reranker_on_one_model(compose, tmp_pat
 def test_rerank_sweep_unknown_name_fails_before_training(compose):
     with pytest.raises(ConfigError, match="rerank_sweep.names"):
         train(compose("+experiment=mmr_sweep", "+rerank_sweep.names=[mmr,dp]"))
+
+
+def _count_scores(monkeypatch) -> list[int]:
+    from divrec.models.module import RecModule
+
+    calls: list[int] = []
+    real = RecModule.score
+    monkeypatch.setattr(RecModule, "score", lambda self, b: calls.append(1) or real(self, b))
+    return calls
+
+
+def test_rerank_sweep_scores_the_catalogue_once(compose, monkeypatch):
+    """Extra re-rank points reuse the scores of the first: the same number of score() calls."""
+    calls = _count_scores(monkeypatch)
+    train(compose("+experiment=mmr_sweep", "rerank_sweep.values=[0.0]"))
+    one = len(calls)
+    calls.clear()
+    train(compose("+experiment=mmr_sweep", "rerank_sweep.values=[0.0,0.5,0.9]"))
+    assert len(calls) == one > 0
+
+
+def test_score_cache_is_dropped_when_the_weights_change(compose, monkeypatch):
+    from divrec.build import build_datamodule, build_module
+
+    cfg = compose()
+    dm = build_datamodule(cfg)
+    module = build_module(cfg, dm)
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    calls = _count_scores(monkeypatch)
+    first = trainer.validate(module, datamodule=dm, verbose=False)[0]["val/ndcg@10"]
+    n = len(calls)
+    again = trainer.validate(module, datamodule=dm, verbose=False)[0]["val/ndcg@10"]
+    assert len(calls) == n and again == first  # same weights: cached scores, same metrics
+    state = {
+        k: v + 0.5 * torch.randn_like(v) if v.is_floating_point() else v
+        for k, v in module.state_dict().items()
+    }
+    module.load_state_dict(state, strict=False)
+    changed = trainer.validate(module, datamodule=dm, verbose=False)[0]["val/ndcg@10"]
+    assert len(calls) == 2 * n and changed != first

@@ -33,15 +33,24 @@ class RankingModule(pl.LightningModule):
         self.rerank_cfg = dict(rerank_cfg or {"name": "none"})
         self.recommendations: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.step_seed = torch.initial_seed()  # built after seed_everything
+        # Scores of each eval batch, kept while the weights stay the same: re-ranking and
+        # evaluation sweeps (``rerank_sweep``) on one model score the catalogue once.
+        self.score_cache_bytes = int(evaluation.get("score_cache_mb", 512)) << 20
+        self._weights_version = 0  # bumped by every training step and state-dict load
+        self._cache_version = -1
+        self._score_cache: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._score_cache_used = 0
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # Randomness inside a step (dropout, sampled negatives) depends only on (seed, step),
         # so a resumed run draws what an uninterrupted one would.
         torch.manual_seed((self.step_seed * 1_000_003 + self.global_step) % (1 << 63))
+        self._weights_version += 1  # this step changes the weights: cached scores are stale
         self.because: list[list[str]] = []  # per saved row: explanation strings (may stay empty)
 
     def attach_eval(self, dm, reference_embeddings: torch.Tensor | None) -> None:
         """Catalogue tensors for ranking and metrics. ``reference_embeddings``: [N, H]."""
+        self._weights_version += 1  # new data: nothing scored before applies
         cat = dm.catalogue
         self.register_buffer("categories", cat.category_matrix, persistent=False)
         hist_cats = torch.zeros(len(dm.user_ids), cat.n_categories)
@@ -100,17 +109,45 @@ class RankingModule(pl.LightningModule):
         )
 
     # ------------------------------------------------------------------ loops
+    def load_state_dict(self, *args: Any, **kwargs: Any):
+        self._weights_version += 1  # e.g. the best checkpoint loaded by trainer.test
+        return super().load_state_dict(*args, **kwargs)
+
+    def _begin_eval(self) -> None:
+        """Rebuild eval-time state (``on_eval_start``) only when the weights changed."""
+        if self._cache_version != self._weights_version:
+            self._score_cache.clear()
+            self._score_cache_used = 0
+            self._cache_version = self._weights_version
+            self.on_eval_start()
+
     def on_validation_epoch_start(self) -> None:
-        self.on_eval_start()
+        self._begin_eval()
 
     def on_test_epoch_start(self) -> None:
-        self.on_eval_start()
+        self._begin_eval()
         self.recommendations = []
         self.because = []
 
-    @torch.no_grad()
-    def _eval_step(self, batch: dict, metrics: RankingEvaluator, keep: bool) -> None:
+    def _scores(self, batch: dict, stage: str, batch_idx: int) -> torch.Tensor:
+        """``score(batch)`` [B, N] as float, from the cache when these weights scored it."""
+        key = (stage, batch_idx)
+        hit = self._score_cache.get(key)
+        users = batch["user_idx"]
+        if hit is not None and torch.equal(hit[0], users.cpu()):
+            return hit[1].to(users.device)
         scores = self.score(batch).float()
+        size = scores.numel() * scores.element_size()
+        if self._score_cache_used + size <= self.score_cache_bytes:
+            self._score_cache[key] = (users.cpu(), scores.cpu())
+            self._score_cache_used += size
+        return scores
+
+    @torch.no_grad()
+    def _eval_step(
+        self, batch: dict, metrics: RankingEvaluator, keep: bool, stage: str, batch_idx: int
+    ) -> None:
+        scores = self._scores(batch, stage, batch_idx)
         k = min(max(self.ks[-1], self.save_topk if keep else 0), scores.shape[1])
         top = self.rank(scores, batch["seen"], batch["user_idx"], k)
         metrics.update(top[:, : self.ks[-1]], batch["truth"], batch["user_idx"])
@@ -123,10 +160,10 @@ class RankingModule(pl.LightningModule):
                 self.because.extend(because)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, self.val_metrics, keep=False)
+        self._eval_step(batch, self.val_metrics, False, "val", batch_idx)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, self.test_metrics, keep=True)
+        self._eval_step(batch, self.test_metrics, True, "test", batch_idx)
 
     def _log_eval(self, metrics: RankingEvaluator) -> None:
         self.log_dict({k: float(v) for k, v in metrics.compute().items()})
