@@ -183,8 +183,11 @@ def _write_run(cfg, folder: Path, module, dm, metrics, t0, knobs, best, loggers)
         write_recommendations(folder / "recommendations.parquet", recs)
     meta = run_meta(cfg, dm, t0, status="ok")
     meta["best_checkpoint"] = best
-    if knobs:
-        meta["knobs"] = {**meta.get("knobs", {}), **knobs}
+    if knobs:  # a sub-run keeps its job's own knobs (e.g. the seed of a multirun) too
+        from divrec.reports.collect import parse_overrides
+
+        own = meta.get("knobs") or parse_overrides(meta["overrides"])
+        meta["knobs"] = {**own, **knobs}
         meta["overrides"] = [*meta["overrides"], *(f"{k}={v}" for k, v in knobs.items())]
         meta["run_name"] = f"{Path(cfg.paths.output_dir).name}/{folder.name}"
     write_metrics(folder / "metrics.json", metrics, meta)

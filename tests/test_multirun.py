@@ -78,6 +78,9 @@ def test_diversity_grid_trains_per_lambda_and_reranks_per_value(
         "1/diversity=0.6",
     ]
     assert len(list(tmp_path.glob("*/checkpoints/last.ckpt"))) == 2  # one training per lambda
+    # Each re-ranked sub-run keeps its job's swept lambda next to its own diversity knob.
+    knobs = runs["1/diversity=0.6"]["meta"]["knobs"]
+    assert knobs["loss.diversity_weight"] == 0.5 and knobs["rerank.diversity"] == 0.6
     assert report_main([str(tmp_path)]) == 0
 
 

@@ -48,22 +48,26 @@ WITHIN = 0.02  # the issue's "NDCG@10 within 2% of its own unre-ranked value"
 
 
 def load(runs: Path) -> pd.DataFrame:
-    """All evaluated points of all seeds; columns model, rerank, diversity, seed, metrics."""
+    """All evaluated points of all seeds; columns model, rerank, div, seed, wall_s, metrics."""
     df = collect_runs(runs)
     failed = df[df["status"] != "ok"]
     if len(failed):
         print(
             f"warning: {len(failed)} failed/unreadable runs left out:\n{failed[['run', 'error']]}"
         )
-    df = df[df["status"] == "ok"].copy()
-    df = df.rename(columns={"sweep": "model", "rerank.name": "rerank", "rerank.diversity": "div"})
-    df["wall_s"] = [_wall(runs / r) for r in df["run"]]
-    keep = ["model", "rerank", "div", "seed", "wall_s", *df.attrs["metric_columns"]]
-    return df[[c for c in keep if c in df.columns]]
-
-
-def _wall(folder: Path) -> float:
-    return float(json.loads((folder / "metrics.json").read_text())["meta"]["wall_time_s"])
+    df = df[df["status"] == "ok"]
+    metrics = df.attrs["metric_columns"]
+    meta = [json.loads((runs / r / "metrics.json").read_text())["meta"] for r in df["run"]]
+    out = pd.DataFrame(
+        {
+            "model": df["sweep"].to_numpy(),
+            "rerank": df["rerank.name"].to_numpy(),
+            "div": df["rerank.diversity"].astype(float).to_numpy(),
+            "seed": [m["seed"] for m in meta],
+            "wall_s": [float(m["wall_time_s"]) for m in meta],
+        }
+    )
+    return pd.concat([out, df[metrics].reset_index(drop=True)], axis=1)
 
 
 def aggregate(df: pd.DataFrame) -> pd.DataFrame:
