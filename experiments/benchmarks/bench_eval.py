@@ -82,7 +82,7 @@ class Sizes:
     frozen_steps: int = 60
     uncached_steps: int = 2  # steps that run the frozen backbone (~10 CPU-s each at 1 thread)
     enc_rounds: int = 2  # fine-tuning runs (divrec, plain loop, sentence-transformers) interleaved
-    enc_batch: int = 32  # trainable-encoder rows: pairs per step and token limit
+    enc_batch: int = 64  # trainable-encoder rows: pairs per step and token limit
     enc_seq: int = 32
     enc_warmup: int = 2
     enc_steps: int = 8

@@ -93,7 +93,8 @@ def select(agg: pd.DataFrame) -> pd.DataFrame:
         floor = (1 - WITHIN) * zero["val/ndcg@10 mean"]
         for name in ("mmr", "dpp"):
             ok = g[(g["rerank"] == name) & (g["val/ndcg@10 mean"] >= floor)]
-            rows.append(ok.sort_values("div").iloc[-1].to_dict())
+            if len(ok):
+                rows.append(ok.sort_values("div").iloc[-1].to_dict())
     return pd.DataFrame(rows)
 
 
