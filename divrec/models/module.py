@@ -142,11 +142,15 @@ class RecModule(RankingModule):
     def configure_optimizers(self):
         cfg = self.optim_cfg
         params = [p for p in self.parameters() if p.requires_grad]
+        # Fused AdamW: one kernel for all parameters (CPU and CUDA). Lightning refuses gradient
+        # clipping with a fused optimizer under mixed precision (it assumes the optimizer
+        # unscales AMP gradients itself), so bf16/fp16-mixed runs use the foreach kernels.
+        mixed = "mixed" in str(getattr(self.trainer, "precision", ""))
         opt = torch.optim.AdamW(
             params,
             lr=cfg.get("lr", 1e-3),
             weight_decay=cfg.get("weight_decay", 0.01),
-            fused=True,  # one kernel for all parameters (CPU and CUDA); the default loops
+            **({"foreach": True} if mixed else {"fused": True}),
         )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(cfg.get("warmup_ratio", 0.05) * total)

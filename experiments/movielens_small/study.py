@@ -188,9 +188,26 @@ def main(argv: list[str] | None = None) -> int:
     agg.to_csv(a.out / "aggregate.csv", index=False)
     sel.to_csv(a.out / "selected.csv", index=False)
     plot(agg, sel, a.out / "pareto.png")
-    print(table(sel, walls))
-    print("\n".join(dominance(agg, sel, "ease")))
+    text = table(sel, walls) + "\n" + "".join(f"- {line}\n" for line in dominance(agg, sel, "ease"))
+    print(text)
+    readme = a.out / "README.md"
+    if readme.exists():  # the README's table is this output, never typed by hand
+        write_between_markers(readme, text)
     return 0
+
+
+START, END = "<!-- study.py: table start -->", "<!-- study.py: table end -->"
+
+
+def write_between_markers(readme: Path, text: str) -> None:
+    doc = readme.read_text()
+    if START not in doc or END not in doc:
+        print(f"{readme}: no {START} / {END} markers; README left as is")
+        return
+    head, rest = doc.split(START, 1)
+    tail = rest.split(END, 1)[1]
+    with atomic_path(readme) as tmp:
+        Path(tmp).write_text(f"{head}{START}\n{text}{END}{tail}")
 
 
 if __name__ == "__main__":
