@@ -36,6 +36,7 @@ LABELS = {  # sweep folder -> (label, family), in table order
     "text_id": ("divrec frozen MiniLM + ID (default)", "divrec"),
     "history_hybrid": ("divrec history tower, hybrid CF", "divrec"),
     "history_hybrid_id": ("divrec history tower + ID, hybrid CF", "divrec"),
+    "history_hybrid_id_tuned": ("divrec history tower + ID, hybrid CF, mix tuned on val", "divrec"),
     "lora": ("divrec LoRA MiniLM + ID (short budget)", "divrec"),
     "reg_ils": ("divrec + ILS regulariser (λ=0.5)", "divrec"),
     "reg_category_entropy": ("divrec + category entropy (λ=0.5)", "divrec"),
