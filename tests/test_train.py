@@ -30,15 +30,20 @@ def test_one_run_per_finetune_mode(compose, tmp_path, finetune):
     assert (run / "recommendations.parquet").exists()
 
 
-@pytest.mark.parametrize("finetune", ["frozen", "lora"])
-def test_bf16_mixed_with_gradient_clipping_trains(compose, tmp_path, finetune):
-    """bf16 autocast (the GPU default, an option on CPU) with the default gradient clipping:
-    Lightning refuses clipping with a fused optimizer under mixed precision."""
+@pytest.mark.parametrize(
+    ("finetune", "rerank"), [("frozen", "mmr"), ("frozen", "dpp"), ("lora", "none")]
+)
+def test_bf16_mixed_with_gradient_clipping_trains(compose, tmp_path, finetune, rerank):
+    """bf16 autocast (the GPU default, an option on CPU) with the default gradient clipping
+    (Lightning refuses clipping with a fused optimizer under mixed precision) and re-ranking
+    (autocast must not reach the fp32 re-rankers and metrics)."""
     cfg = compose(
         f"model.encoder.finetune={finetune}",
         "trainer.precision=bf16-mixed",
         "trainer.gradient_clip_val=1.0",
         "trainer.limit_train_batches=2",
+        f"rerank={rerank}",
+        *(["rerank.diversity=0.5"] if rerank != "none" else []),
     )
     assert math.isfinite(train(cfg))
     assert _metrics(tmp_path / "run")["meta"]["status"] == "ok"

@@ -147,6 +147,14 @@ class RankingModule(pl.LightningModule):
     def _eval_step(
         self, batch: dict, metrics: RankingEvaluator, keep: bool, stage: str, batch_idx: int
     ) -> None:
+        # Lightning autocasts eval steps under bf16/fp16-mixed; scores, re-rankers and metrics
+        # stay fp32 (bf16 keeps ~3 digits: thousands of catalogue scores would tie).
+        with torch.autocast(self.device.type, enabled=False):
+            self._eval_step_fp32(batch, metrics, keep, stage, batch_idx)
+
+    def _eval_step_fp32(
+        self, batch: dict, metrics: RankingEvaluator, keep: bool, stage: str, batch_idx: int
+    ) -> None:
         scores = self._scores(batch, stage, batch_idx)
         k = min(max(self.ks[-1], self.save_topk if keep else 0), scores.shape[1])
         top = self.rank(scores, batch["seen"], batch["user_idx"], k)
