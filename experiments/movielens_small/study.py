@@ -134,6 +134,17 @@ def accuracy_gap(sel: pd.DataFrame, baseline: str) -> str:
     )
 
 
+def front_members(agg: pd.DataFrame) -> str:
+    """Which models own the Pareto front of test ndcg@10 vs ild_cat@10 (means), and where."""
+    front = agg[pareto_front(agg, "test/ndcg@10 mean", "test/ild_cat@10 mean")]
+    parts = [
+        f"{LABELS[r['model']][0]} {r['rerank']} {r['div']:.1f} "
+        f"({r['test/ndcg@10 mean']:.4f}, {r['test/ild_cat@10 mean']:.4f})"
+        for _, r in front.sort_values("test/ndcg@10 mean").iterrows()
+    ]
+    return "Pareto front (NDCG@10, genre ILD@10), least accurate first: " + "; ".join(parts)
+
+
 def dominance(agg: pd.DataFrame, sel: pd.DataFrame, baseline: str) -> list[str]:
     """Does any divrec point beat ``baseline`` + MMR (selected point) on NDCG, ILD and genre
     coverage at once (test means)?"""
@@ -211,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     sel.to_csv(a.out / "selected.csv", index=False)
     plot(agg, sel, a.out / "pareto.png")
     base = best_baseline(sel)
-    lines = [accuracy_gap(sel, base), *dominance(agg, sel, base)]
+    lines = [accuracy_gap(sel, base), *dominance(agg, sel, base), front_members(agg)]
     text = table(sel, walls) + "\n" + "".join(f"- {line}\n" for line in lines)
     print(text)
     readme = a.out / "README.md"
