@@ -57,12 +57,7 @@ def eval_points(cfg: DictConfig) -> list[tuple[str, dict, dict]]:
     if not sweep:
         return [("", base, {})]
     key = sweep.get("key", "diversity")
-    names = sweep.get("names")
-    if not names:
-        return [
-            (f"{key}={v}", {**base, key: v}, {f"rerank.{key}": v, "rerank.name": base["name"]})
-            for v in sweep["values"]
-        ]
+    names = list(sweep.get("names") or [])
     from divrec.rerank import RERANKERS
 
     unknown = [n for n in names if n not in RERANKERS]
@@ -70,11 +65,11 @@ def eval_points(cfg: DictConfig) -> list[tuple[str, dict, dict]]:
         raise ConfigError(f"rerank_sweep.names: unknown {unknown}; choose from {sorted(RERANKERS)}")
     return [
         (
-            f"name={n},{key}={v}",
+            f"name={n},{key}={v}" if names else f"{key}={v}",
             {**base, "name": n, key: v},
             {f"rerank.{key}": v, "rerank.name": n},
         )
-        for n in names
+        for n in names or [base["name"]]
         for v in sweep["values"]
     ]
 

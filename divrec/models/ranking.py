@@ -150,22 +150,17 @@ class RankingModule(pl.LightningModule):
         # Lightning autocasts eval steps under bf16/fp16-mixed; scores, re-rankers and metrics
         # stay fp32 (bf16 keeps ~3 digits: thousands of catalogue scores would tie).
         with torch.autocast(self.device.type, enabled=False):
-            self._eval_step_fp32(batch, metrics, keep, stage, batch_idx)
-
-    def _eval_step_fp32(
-        self, batch: dict, metrics: RankingEvaluator, keep: bool, stage: str, batch_idx: int
-    ) -> None:
-        scores = self._scores(batch, stage, batch_idx)
-        k = min(max(self.ks[-1], self.save_topk if keep else 0), scores.shape[1])
-        top = self.rank(scores, batch["seen"], batch["user_idx"], k)
-        metrics.update(top[:, : self.ks[-1]], batch["truth"], batch["user_idx"])
-        if keep:
-            self.recommendations.append(
-                (batch["user_idx"].cpu(), top.cpu(), scores.gather(1, top).cpu())
-            )
-            because = self.explain(batch, top)
-            if because is not None:
-                self.because.extend(because)
+            scores = self._scores(batch, stage, batch_idx)
+            k = min(max(self.ks[-1], self.save_topk if keep else 0), scores.shape[1])
+            top = self.rank(scores, batch["seen"], batch["user_idx"], k)
+            metrics.update(top[:, : self.ks[-1]], batch["truth"], batch["user_idx"])
+            if keep:
+                self.recommendations.append(
+                    (batch["user_idx"].cpu(), top.cpu(), scores.gather(1, top).cpu())
+                )
+                because = self.explain(batch, top)
+                if because is not None:
+                    self.because.extend(because)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_step(batch, self.val_metrics, False, "val", batch_idx)
