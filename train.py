@@ -1,5 +1,5 @@
 """Hydra entry point: `python train.py [overrides]`, `python train.py +experiment=NAME`,
-`python train.py -m key=a,b`. The work is in divrec.train."""
+`python train.py -m key=a,b`. The work is in divrec.run.train."""
 
 import hydra
 from omegaconf import DictConfig
@@ -7,7 +7,7 @@ from omegaconf import DictConfig
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
-    from divrec.train import run
+    from divrec.run.train import run
 
     return run(cfg)
 

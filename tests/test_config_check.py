@@ -10,8 +10,8 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from omegaconf import OmegaConf
 
-from divrec import config_schema as cs
-from divrec.config_check import validate_against_data, validate_config
+from divrec.config import schema as cs
+from divrec.config.check import validate_against_data, validate_config
 from divrec.errors import ConfigError
 
 from .conftest import ROOT
@@ -237,9 +237,9 @@ def test_schema_defaults_mirror_the_yaml(yaml, schema, ignore):
 
 # ------------------------------------------------------------------ wired into train()
 def test_train_rejects_unknown_key_before_loading_data(compose, monkeypatch):
-    # NOTE: passes only once divrec.train.train calls validate_config(cfg) first thing
-    # (``from divrec.config_check import validate_config``; ``validate_config(cfg)``).
-    from divrec.train import train
+    # NOTE: passes only once divrec.run.train.train calls validate_config(cfg) first thing
+    # (``from divrec.config.check import validate_config``; ``validate_config(cfg)``).
+    from divrec.run.train import train
 
     def no_data(*args, **kwargs):
         raise AssertionError("data was loaded before the config was validated")

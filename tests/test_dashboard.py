@@ -8,7 +8,7 @@ import pytest
 import wandb_workspaces.reports.v2 as wr
 from wandb_workspaces import expr
 
-from divrec.dashboard import build_report, has_credentials, main
+from divrec.reports.dashboard import build_report, has_credentials, main
 
 KEY = "a" * 40  # well-formed but fake W&B API key
 

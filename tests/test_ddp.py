@@ -16,8 +16,8 @@ from omegaconf import open_dict, read_write
 from torch.utils.data import DistributedSampler
 
 from divrec.data.samplers import EvalShardSampler, eval_sampler
-from divrec.ddp_guard import check_ddp_multirun, is_ddp_child, relaunches_script
 from divrec.errors import ConfigError
+from divrec.launch.ddp_guard import check_ddp_multirun, is_ddp_child, relaunches_script
 
 from .conftest import ROOT, TINY_OVERRIDES
 

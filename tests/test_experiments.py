@@ -11,7 +11,7 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 
 from divrec.errors import ConfigError
-from divrec.train import train
+from divrec.run.train import train
 from tests.conftest import ROOT
 
 
@@ -85,7 +85,7 @@ def test_diversity_regulariser_increases_category_ild(compose, tmp_path, term):
 
 
 def test_recbole_protocol_composes_and_validates():
-    from divrec.config_check import validate_config
+    from divrec.config.check import validate_config
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = hydra_compose(
@@ -156,7 +156,7 @@ def test_rerank_sweep_scores_the_catalogue_once(compose, monkeypatch):
 
 
 def test_score_cache_is_dropped_when_the_weights_change(compose, monkeypatch):
-    from divrec.build import build_datamodule, build_module
+    from divrec.run.build import build_datamodule, build_module
 
     cfg = compose()
     dm = build_datamodule(cfg)

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from divrec.errors import ConfigError
-from divrec.gpu_claim import claim_gpu, gpu_count
+from divrec.launch.gpu_claim import claim_gpu, gpu_count
 
 from .conftest import ROOT, TINY_OVERRIDES
 

@@ -1,4 +1,4 @@
-"""``divrec.recommend``: fresh histories, cold items, re-ranking and the CLI on tiny runs."""
+"""``divrec.serve.recommend``: fresh histories, cold items, re-ranking and the CLI on tiny runs."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from hydra import initialize_config_dir
 
 from divrec.errors import DataError
 from divrec.models.cf import item_neighbours
-from divrec.recommend import _extend_neighbours, load_model, main, recommend
-from divrec.train import train
+from divrec.run.train import train
+from divrec.serve.recommend import _extend_neighbours, load_model, main, recommend
 from tests.conftest import ROOT, TINY_OVERRIDES
 from tests.models.test_cf import group_override
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from divrec.train import run, train
+from divrec.run.train import run, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -202,7 +202,7 @@ def test_tokenizer_fingerprint_ignores_call_state(tiny_model_dir):
 
 @pytest.mark.parametrize("where", ["mid-write", "before-rename"])
 def test_crash_while_writing_metrics_keeps_the_old_file(tmp_path, monkeypatch, where):
-    from divrec.artifacts import write_metrics
+    from divrec.run.artifacts import write_metrics
 
     path = tmp_path / "metrics.json"
     write_metrics(path, {"test/ndcg@10": 0.25}, {"status": "ok"})

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from divrec.train import train
+from divrec.run.train import train
 
 
 def _metrics(run: Path) -> dict:
@@ -119,7 +119,7 @@ def test_wandb_offline_run_has_config_metrics_and_table(compose, tmp_path, monke
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    from divrec.train import run
+    from divrec.run.train import run
 
     run(compose("logger=wandb"))  # what train.py calls: train() inside try/finally
     assert wandb.run is None  # finished in run's finally

@@ -13,7 +13,7 @@ import scipy.sparse as sp
 import torch
 
 from divrec.baselines import build_baseline
-from divrec.models.ranking import RankingModule
+from divrec.evaluation.module import RankingModule
 
 
 class BaselineModule(RankingModule):

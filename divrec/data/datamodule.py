@@ -22,8 +22,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from divrec.data.catalogue import Catalogue
 from divrec.data.dataset import RecDataset
+from divrec.data.history import History
 from divrec.data.preprocess import preprocess
-from divrec.data.samplers import eval_sampler
+from divrec.data.samplers import EpochShuffle, eval_sampler
 from divrec.data.sources import load_source
 from divrec.data.split import Split, load_given_split, make_split, save_split
 from divrec.data.text import TextConfig, TokenisedTexts, render_items, render_users, tokenise_cached
@@ -31,78 +32,6 @@ from divrec.errors import ConfigError
 from divrec.utils.io import fingerprint
 
 log = logging.getLogger(__name__)
-
-
-class History:
-    """Training histories, most recent item last.
-
-    ``indptr``: [U + 1] and ``indices``: [nnz] (CSR); ``recent``: [U, H] the ``max_len`` most
-    recent items per user, right-aligned and left-padded, with ``recent_mask``: [U, H].
-    """
-
-    def __init__(self, indptr: torch.Tensor, indices: torch.Tensor, max_len: int) -> None:
-        self.indptr, self.indices = indptr, indices
-        lengths = indptr.diff()
-        h = max(1, min(max_len, int(lengths.max()) if len(lengths) else 1))
-        pos = torch.arange(h) - h  # -h .. -1: offsets from each user's end
-        src = indptr[1:, None] + pos[None, :]  # [U, H]
-        self.recent_mask = src >= indptr[:-1, None]
-        self.recent = torch.where(self.recent_mask, indices[src.clamp_min(0)], 0)
-
-    def batch(
-        self, users: torch.Tensor, exclude: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(idx [B, H], mask [B, H] bool) for ``users`` [B].
-
-        ``exclude`` ([B] item indices) masks a training target out of its own history, so the
-        history tower cannot just copy the positive item.
-        """
-        idx, mask = self.recent[users], self.recent_mask[users]
-        if exclude is not None:
-            mask = mask & (idx != exclude[:, None])
-        return idx, mask
-
-
-class EpochShuffle(torch.utils.data.Sampler[int]):
-    """A permutation of ``n`` rows that depends only on (seed, epoch).
-
-    Lightning calls ``set_epoch`` every epoch, so a run resumed from an end-of-epoch checkpoint
-    sees exactly the batches an uninterrupted run would (the global RNG is not in checkpoints).
-    """
-
-    def __init__(
-        self,
-        n: int,
-        seed: int,
-        lengths: torch.Tensor | None = None,
-        batch: int = 1,
-        bucket: int = 0,
-    ) -> None:
-        self.n, self.seed, self.epoch = n, seed, 0
-        self.lengths, self.batch, self.bucket = lengths, batch, bucket
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) % (1 << 63))
-        order = torch.randperm(self.n, generator=g)
-        if not self.bucket or self.lengths is None:
-            return iter(order.tolist())
-        # Length bucketing: within chunks of `bucket` batches, sort rows by token length so each
-        # batch pads to a similar length, then shuffle the batches of the chunk.
-        out = []
-        chunk = self.bucket * self.batch
-        for start in range(0, self.n, chunk):
-            part = order[start : start + chunk]
-            part = part[torch.argsort(self.lengths[part], stable=True)]
-            batches = list(part.split(self.batch))
-            perm = torch.randperm(len(batches), generator=g).tolist()
-            out.extend(batches[i] for i in perm)
-        return iter(torch.cat(out).tolist())
 
 
 class _Rows(Dataset):

@@ -1,4 +1,8 @@
-"""Evaluation sampler for multi-process (DDP) runs: every user exactly once, no padding.
+"""Samplers: the seeded training shuffle, and the DDP evaluation shard (every user once).
+
+``EpochShuffle`` orders training rows by (seed, epoch) alone, with optional length buckets.
+
+``EvalShardSampler``: every user exactly once across ranks, no padding.
 
 Lightning gives val/test loaders a ``DistributedSampler`` by default, which pads the last
 shard by repeating rows so that all ranks get the same count. Full-catalogue metrics are sums
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sized
 
+import torch
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
@@ -46,3 +51,45 @@ def eval_sampler(dataset: Sized) -> EvalShardSampler | None:
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         return EvalShardSampler(dataset)
     return None
+
+
+class EpochShuffle(torch.utils.data.Sampler[int]):
+    """A permutation of ``n`` rows that depends only on (seed, epoch).
+
+    Lightning calls ``set_epoch`` every epoch, so a run resumed from an end-of-epoch checkpoint
+    sees exactly the batches an uninterrupted run would (the global RNG is not in checkpoints).
+    """
+
+    def __init__(
+        self,
+        n: int,
+        seed: int,
+        lengths: torch.Tensor | None = None,
+        batch: int = 1,
+        bucket: int = 0,
+    ) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+        self.lengths, self.batch, self.bucket = lengths, batch, bucket
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) % (1 << 63))
+        order = torch.randperm(self.n, generator=g)
+        if not self.bucket or self.lengths is None:
+            return iter(order.tolist())
+        # Length bucketing: within chunks of `bucket` batches, sort rows by token length so each
+        # batch pads to a similar length, then shuffle the batches of the chunk.
+        out = []
+        chunk = self.bucket * self.batch
+        for start in range(0, self.n, chunk):
+            part = order[start : start + chunk]
+            part = part[torch.argsort(self.lengths[part], stable=True)]
+            batches = list(part.split(self.batch))
+            perm = torch.randperm(len(batches), generator=g).tolist()
+            out.extend(batches[i] for i in perm)
+        return iter(torch.cat(out).tolist())

@@ -1,6 +1,5 @@
-"""Evaluation metrics and the full-catalogue top-K evaluator."""
+"""Evaluation metrics: per-user accuracy and beyond-accuracy values of top-K lists."""
 
 from divrec.metrics.evaluator import RankingEvaluator, metric_names
-from divrec.metrics.topk import topk_unseen
 
-__all__ = ["RankingEvaluator", "metric_names", "topk_unseen"]
+__all__ = ["RankingEvaluator", "metric_names"]

@@ -2,7 +2,7 @@
 scoring time (``model.cf``).
 
 The variant does not change training: the relevance loss stays the in-batch softmax (or BPR)
-over s_ui = cos(v_u, v_i). It changes full-catalogue scoring (val/test, ``divrec.recommend``);
+over s_ui = cos(v_u, v_i). It changes full-catalogue scoring (val/test, ``divrec.serve.recommend``);
 ``item_based`` and ``user_based`` add no parameters, a learned ``hybrid`` adds three.
 
 - ``two_tower``: score(u, i) = s_ui (with a target-aware pooling, the user vector is built for

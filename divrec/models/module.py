@@ -1,9 +1,9 @@
 """``RecModule``: the LightningModule that trains the two towers.
 
 Loss = relevance (in-batch sampled softmax with logQ correction, or BPR) + lambda * diversity
-term; evaluation is inherited from :class:`~divrec.models.ranking.RankingModule`, with
+term; evaluation is inherited from :class:`~divrec.evaluation.module.RankingModule`, with
 full-catalogue scores from the CF variant ``model.cf`` (:mod:`divrec.models.cf`) and
-``because`` explanations of the saved top lists (:mod:`divrec.explain`).
+``because`` explanations of the saved top lists (:mod:`divrec.models.explain`).
 
 With a target-aware history pooling (``additive``) the in-batch scores are computed per
 candidate (each item of the batch gets its own user vector) and handed to the relevance loss
@@ -19,10 +19,10 @@ import math
 import torch
 
 from divrec.errors import ConfigError, DivrecError
-from divrec.explain import explain
+from divrec.evaluation.module import RankingModule
 from divrec.losses import RELEVANCE_LOSSES, build_diversity_term
 from divrec.models.cf import CFContext, CFScorer, Query
-from divrec.models.ranking import RankingModule
+from divrec.models.explain import explain
 from divrec.models.towers import TwoTower
 
 

@@ -3,7 +3,7 @@
 All re-rankers take ``scores: [users, items]`` (-inf marks seen items, which never enter),
 restrict each user to their top-``candidates`` items (None = all), run on the scores' device
 and return ``[users, k]`` int64 item indices in pick order. ``diversity`` in [0, 1]; 0 is the
-plain top-k by score. Ties: higher relevance, then lower item index (see ``common``).
+plain top-k by score. Ties: higher relevance, then lower item index (see ``candidates``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from torch import Tensor
 
 from divrec.errors import ConfigError, DataError
-from divrec.rerank.common import top_k
+from divrec.rerank.candidates import top_k
 from divrec.rerank.dpp import dpp
 from divrec.rerank.mmr import mmr
 from divrec.rerank.xquad import xquad

@@ -16,7 +16,7 @@ Per user, over their top-``M`` candidates (seen items, score -inf, never enter):
 * ``diversity == 0`` short-circuits to the top-k by score (beta would be 1 yet the DPP would
   still trade off similarity, so pure relevance needs the explicit short-cut).
 
-Ties follow the rule in :mod:`divrec.rerank.common` (higher relevance, then lower item index).
+Ties follow the rule in :mod:`divrec.rerank.candidates` (higher relevance, then lower item index).
 """
 
 from __future__ import annotations
@@ -27,18 +27,13 @@ import torch
 from torch import Tensor
 
 from divrec.errors import ConfigError
-from divrec.rerank.common import (
-    CandidateSims,
+from divrec.rerank.candidates import user_candidates
+from divrec.rerank.checks import (
     check_diversity,
     check_embeddings,
-    check_scores,
     compute_dtype,
-    limit_cpu_threads,
-    require_valid,
-    select_candidates,
-    speculative_rows,
-    user_chunks,
 )
+from divrec.rerank.kernels import CandidateSims, limit_cpu_threads, speculative_rows, user_chunks
 
 # Relative stopping threshold on the marginal gain d_j^2 (times the user's largest L_ii).
 DPP_EPS = 1e-6
@@ -64,10 +59,8 @@ def dpp(
     div = check_diversity(diversity)
     if not isinstance(scale, int | float) or not math.isfinite(scale) or scale < 0:
         raise ConfigError(f"rerank.scale must be a finite number >= 0, got {scale!r}")
-    k, m = check_scores(scores, k, candidates)
+    k, m, idx, vals, valid = user_candidates(scores, k, candidates)
     check_embeddings(embeddings, scores.shape[0], scores.shape[1])
-    idx, vals, valid = select_candidates(scores, m)
-    require_valid(valid, k)
     if div == 0.0:
         return idx[:, :k].contiguous()
     beta = (1.0 - div) * float(scale)

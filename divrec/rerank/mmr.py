@@ -5,7 +5,7 @@ is the highest score; each further pick is the argmax over the remaining candida
 ``(1 - diversity) * score - diversity * max_{j picked} cos(i, j)``. Raw scores are used (no
 normalisation) and cosines are not clipped, as in pyversity's ``mmr`` except that pyversity
 clips cosine to [0, 1] (identical for non-negative embeddings). Ties follow the rule in
-:mod:`divrec.rerank.common` (higher relevance, then lower item index).
+:mod:`divrec.rerank.candidates` (higher relevance, then lower item index).
 """
 
 from __future__ import annotations
@@ -13,18 +13,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from divrec.rerank.common import (
-    CandidateSims,
+from divrec.rerank.candidates import user_candidates
+from divrec.rerank.checks import (
     check_diversity,
     check_embeddings,
-    check_scores,
     compute_dtype,
-    limit_cpu_threads,
-    require_valid,
-    select_candidates,
-    speculative_rows,
-    user_chunks,
 )
+from divrec.rerank.kernels import CandidateSims, limit_cpu_threads, speculative_rows, user_chunks
 
 
 @limit_cpu_threads
@@ -42,10 +37,8 @@ def mmr(
     top-k by score exactly.
     """
     lam = check_diversity(diversity)
-    k, m = check_scores(scores, k, candidates)
+    k, m, idx, vals, valid = user_candidates(scores, k, candidates)
     check_embeddings(embeddings, scores.shape[0], scores.shape[1])
-    idx, vals, valid = select_candidates(scores, m)
-    require_valid(valid, k)
     if lam == 0.0:
         return idx[:, :k].contiguous()
     dtype = compute_dtype(scores, embeddings)

@@ -13,7 +13,7 @@ picks the argmax over the remaining candidates ``i`` of
 * ``P(c|u) = user_categories[u, c]``: the user's category distribution from training history,
   used as given (rows expected to sum to 1; not renormalised).
 
-Ties follow the rule in :mod:`divrec.rerank.common` (higher relevance, then lower item index).
+Ties follow the rule in :mod:`divrec.rerank.candidates` (higher relevance, then lower item index).
 """
 
 from __future__ import annotations
@@ -22,15 +22,9 @@ import torch
 from torch import Tensor
 
 from divrec.errors import DataError
-from divrec.rerank.common import (
-    check_diversity,
-    check_scores,
-    compute_dtype,
-    limit_cpu_threads,
-    require_valid,
-    select_candidates,
-    user_chunks,
-)
+from divrec.rerank.candidates import minmax_over_candidates, user_candidates
+from divrec.rerank.checks import check_diversity, compute_dtype
+from divrec.rerank.kernels import limit_cpu_threads, user_chunks
 
 
 def _check_categories(categories: Tensor, user_categories: Tensor, n_users: int, n_items: int):
@@ -72,10 +66,8 @@ def xquad(
     returns the top-k by score exactly.
     """
     lam = check_diversity(diversity)
-    k, m = check_scores(scores, k, candidates)
+    k, m, idx, vals, valid = user_candidates(scores, k, candidates)
     _check_categories(categories, user_categories, scores.shape[0], scores.shape[1])
-    idx, vals, valid = select_candidates(scores, m)
-    require_valid(valid, k)
     if lam == 0.0:
         return idx[:, :k].contiguous()
     dtype = compute_dtype(scores, user_categories)
@@ -84,20 +76,12 @@ def xquad(
     per_user = (cats.shape[1] + 6) * m * (torch.finfo(dtype).bits // 8)
     out = []
     for chunk in user_chunks(scores.shape[0], per_user, scores.device):
-        rel = _minmax(vals[chunk].to(dtype), valid[chunk])
+        v = vals[chunk].to(dtype)  # P(i|u): scores min-max scaled over the unseen candidates
+        rel = minmax_over_candidates(v, m).masked_fill(~valid[chunk], 0.0)
         cand_cats = cats[idx[chunk]].transpose(1, 2).contiguous()  # [b, C, M]
         pos = _xquad_positions(rel, valid[chunk], cand_cats, users_p[chunk], k, lam)
         out.append(idx[chunk].gather(1, pos))
     return torch.cat(out) if out else idx[:, :k]
-
-
-def _minmax(vals: Tensor, valid: Tensor) -> Tensor:
-    """``P(i|u)``: scores min-max scaled to [0, 1] over each user's unseen candidates."""
-    high = vals[:, :1]  # candidates are sorted, position 0 is the maximum
-    low = torch.where(valid, vals, high).amin(dim=1, keepdim=True)
-    span = high - low
-    rel = (vals - low) / torch.where(span > 0, span, torch.ones_like(span))
-    return torch.where(valid, rel, torch.zeros_like(rel))
 
 
 def _xquad_positions(

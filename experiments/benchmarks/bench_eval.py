@@ -4,7 +4,7 @@
 smoke test); :func:`frozen_setup` / :func:`encoder_setup` build the default frozen model and its
 fully fine-tuned variant. :func:`build` composes ``conf/train.yaml`` with the benchmark's overrides exactly as
 ``python train.py`` would and builds the data module and LightningModule through
-:mod:`divrec.build` (frozen-embedding cache included). :func:`eval_throughput` runs the
+:mod:`divrec.run.build` (frozen-embedding cache included). :func:`eval_throughput` runs the
 model's validation loop (``trainer.validate``: score all items for every validation user,
 mask seen items, top-K, all configured metrics) and reports users/s and peak memory.
 """
@@ -55,7 +55,7 @@ def build(overrides: list[str]) -> Setup:
     """Compose, seed and build the data module and model (fills caches on first use)."""
     import lightning.pytorch as pl
 
-    from divrec.build import build_datamodule, build_module, precision
+    from divrec.run.build import build_datamodule, build_module, precision
 
     t0 = time.perf_counter()
     cfg = compose_config(overrides)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from divrec.rerank import common, dpp, mmr, xquad
+from divrec.rerank import dpp, kernels, mmr, xquad
 
 N_ITEMS, DIM, N_USERS, CANDIDATES, K, N_SEEN, N_CATEGORIES = 10_000, 384, 1_024, 500, 10, 50, 20
 
@@ -98,22 +98,22 @@ def pyversity_loop(
 def run(device: str = "cpu", diversity: float = 0.5, cpu_threads: int | None = 1) -> list[dict]:
     """Time ours vs the pyversity loop for MMR and DPP (plus ours-only xQuAD); one dict each.
 
-    ``cpu_threads``: torch intra-op threads for ours on CPU (``common.CPU_THREADS``; None =
+    ``cpu_threads``: torch intra-op threads for ours on CPU (``kernels.CPU_THREADS``; None =
     torch's setting). pyversity (numpy) runs single-threaded either way.
     """
-    before = common.CPU_THREADS
-    common.CPU_THREADS = cpu_threads
+    before = kernels.CPU_THREADS
+    kernels.CPU_THREADS = cpu_threads
     try:
         return _run(device, diversity)
     finally:
-        common.CPU_THREADS = before
+        kernels.CPU_THREADS = before
 
 
 def _run(device: str, diversity: float) -> list[dict]:
     data = build(device)
     threads = torch.get_num_threads()
-    if device == "cpu" and common.CPU_THREADS is not None:
-        threads = min(threads, common.CPU_THREADS)
+    if device == "cpu" and kernels.CPU_THREADS is not None:
+        threads = min(threads, kernels.CPU_THREADS)
     scores, emb = data["scores"], data["embeddings"]
     scores_np, emb_np = scores.cpu().numpy(), emb.cpu().numpy()
     flops = 2.0 * K * CANDIDATES * DIM * N_USERS

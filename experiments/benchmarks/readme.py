@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from divrec.artifacts import versions
+from divrec.run.artifacts import versions
 from divrec.utils.io import atomic_path
 
 EXTRA_PACKAGES = ("sentence-transformers", "pyversity", "numpy", "tokenizers")

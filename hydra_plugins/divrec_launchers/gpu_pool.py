@@ -1,7 +1,7 @@
 """``hydra/launcher=gpu_pool``: parallel sweep jobs on one machine, one GPU per job.
 
 Jobs run in a joblib (loky) process pool of ``n_jobs`` workers. Inside its worker each job
-claims a free GPU with :func:`divrec.gpu_claim.claim_gpu` (a per-GPU lock file held for the
+claims a free GPU with :func:`divrec.launch.gpu_claim.claim_gpu` (a per-GPU lock file held for the
 job's lifetime, so long and short jobs never share a GPU, and several sweeps on one machine
 share the GPUs when they use the same ``lock_dir``), then runs with the overrides
 ``trainer.accelerator=gpu trainer.devices=[i]`` appended to its own (they show in the job's
@@ -114,7 +114,7 @@ def _execute_job(
     launchers do. The claim is released when the job ends, even if it fails."""
     import torch
 
-    from divrec.gpu_claim import claim_gpu
+    from divrec.launch.gpu_claim import claim_gpu
 
     setup_globals()
     Singleton.set_state(singleton_state)
@@ -186,7 +186,7 @@ class GpuPoolLauncher(Launcher):
 
     def pool(self) -> tuple[int, _Pool]:
         """(number of workers, placement settings) for this machine."""
-        from divrec.gpu_claim import default_lock_dir, gpu_count
+        from divrec.launch.gpu_claim import default_lock_dir, gpu_count
 
         n_gpus = gpu_count()
         n_jobs = self.n_jobs or default_n_jobs(n_gpus)

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from divrec.baselines import BPR, EASE, ItemKNN, LightGCN, Pop, build_baseline
-from divrec.baselines.itemknn import _top_k_lowest_index_ties
+from divrec.baselines.itemknn import neighbours
 from divrec.errors import ConfigError, DataError
 
 
@@ -146,7 +146,7 @@ def test_itemknn_matches_brute_force(k: int, shrink: float) -> None:
 def test_top_k_selection_breaks_ties_by_lower_index(k: int) -> None:
     # Small integers make ties everywhere; reference: Python sort by (-value, row index).
     sim = torch.from_numpy(np.random.default_rng(5).integers(0, 4, (7, 6)).astype(np.float32))
-    idx, vals = _top_k_lowest_index_ties(sim.T, k)  # rows of sim.T are columns of sim
+    idx, vals = neighbours(sim.T, k)  # rows of sim.T are columns of sim
     assert idx.shape == vals.shape == (6, k)
     for j in range(6):
         col = sim[:, j].tolist()

@@ -112,7 +112,7 @@ def test_cfg_job_prints_the_composed_config():
 
 
 def test_length_bucketing_is_a_seeded_permutation_with_less_padding():
-    from divrec.data.datamodule import EpochShuffle
+    from divrec.data.samplers import EpochShuffle
 
     g = torch.Generator().manual_seed(0)
     lengths = torch.randint(5, 100, (1000,), generator=g)

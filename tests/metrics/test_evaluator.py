@@ -1,4 +1,4 @@
-"""Evaluator mechanics: accumulation, DDP-style merging, validation, and topk_unseen."""
+"""Evaluator mechanics: accumulation, DDP-style merging, validation, and the plain top-k path."""
 
 from __future__ import annotations
 
@@ -9,10 +9,16 @@ import torch
 from torchmetrics import Metric
 
 from divrec.errors import ConfigError, DataError
-from divrec.metrics import RankingEvaluator, metric_names, topk_unseen
+from divrec.evaluation.pipeline import Ranker
+from divrec.metrics import RankingEvaluator, metric_names
 from tests.metrics import KS, random_case
 
 ALL = metric_names()
+
+
+def topk_unseen(scores, seen, k):
+    """The plain (no re-ranker) path of evaluation: mask seen, tie-aware top-k."""
+    return Ranker().rank(scores, seen, k)
 
 
 def _assert_same(a: dict[str, float], b: dict[str, float]) -> None:

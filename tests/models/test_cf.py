@@ -25,7 +25,7 @@ from divrec.models.cf import (
     user_based_scores,
 )
 from divrec.models.pooling import AdditivePooling, MeanPooling
-from divrec.train import build_datamodule, build_module, train
+from divrec.run.train import build_datamodule, build_module, train
 from tests.conftest import ROOT
 
 

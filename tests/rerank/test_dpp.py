@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-import divrec.rerank.common as common
+import divrec.rerank.kernels as kernels
 from divrec.errors import ConfigError, DataError
 from divrec.rerank import dpp, rerank
 
@@ -85,7 +85,7 @@ def test_rank_exhausted_fills_by_score(per_user):
 def test_independent_of_precomputed_rows(monkeypatch):
     scores, emb = random_case(3)
     expected = dpp(scores, emb, k=5, diversity=0.8, candidates=40)
-    monkeypatch.setattr(common, "speculative_rows", lambda k, m: 1)
+    monkeypatch.setattr(kernels, "speculative_rows", lambda k, m: 1)
     assert torch.equal(dpp(scores, emb, k=5, diversity=0.8, candidates=40), expected)
 
 

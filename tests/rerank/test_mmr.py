@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-import divrec.rerank.common as common
+import divrec.rerank.candidates as candidates
+import divrec.rerank.kernels as kernels
 from divrec.errors import ConfigError, DataError
 from divrec.rerank import RERANKERS, mmr, rerank, top_k
 
@@ -54,7 +55,7 @@ def test_all_candidates_and_large_diversity_hit_fallback_rows():
 def test_independent_of_precomputed_rows(monkeypatch):
     scores, emb = random_case(3, per_user=True)
     expected = mmr(scores, emb, k=5, diversity=0.6, candidates=40)
-    monkeypatch.setattr(common, "speculative_rows", lambda k, m: 1)
+    monkeypatch.setattr(kernels, "speculative_rows", lambda k, m: 1)
     assert torch.equal(mmr(scores, emb, k=5, diversity=0.6, candidates=40), expected)
 
 
@@ -140,12 +141,12 @@ def test_candidate_selection_follows_tie_rule(monkeypatch, torch_topk):
     # Integer scores make ties everywhere (inside the top-M and at its boundary); the GPU path
     # (torch.topk) is exercised on CPU by swapping it in.
     if torch_topk:
-        monkeypatch.setattr(common, "_top_sorted", lambda s, m: torch.topk(s, m, dim=1))
+        monkeypatch.setattr(candidates, "_top_sorted", lambda s, m: torch.topk(s, m, dim=1))
     gen = torch.Generator().manual_seed(11)
     scores = torch.randint(0, 4, (16, 40), generator=gen).double()
     scores[torch.rand(16, 40, generator=gen) < 0.3] = -torch.inf
     for m in (1, 5, 17, 39, 40):
-        idx, vals, valid = common.select_candidates(scores, m)
+        idx, vals, valid = candidates.select_candidates(scores, m)
         for u in range(16):
             expected = ref_candidates(scores[u].numpy(), m)
             assert idx[u, : len(expected)].tolist() == expected

@@ -20,7 +20,7 @@ from divrec.errors import ConfigError
 from divrec.reports.pareto import DEFAULT_X, DEFAULT_Y
 
 PROG = "divrec-dashboard"
-TABLE_KEY = "recommendations"  # logged by divrec.wandb_utils.log_recommendation_table
+TABLE_KEY = "recommendations"  # logged by divrec.run.wandb_log.log_recommendation_table
 OFFLINE_MODES = ("offline", "disabled", "dryrun")  # WANDB_MODE values that never upload
 SYNC_CMD = "wandb sync $(find outputs -type d -name 'offline-run-*' -prune)"
 

@@ -1,4 +1,4 @@
-"""Start-up validation of a composed config against ``divrec.config_schema``.
+"""Start-up validation of a composed config against ``divrec.config.schema``.
 
 ``validate_config(cfg)`` runs before any data is loaded and reports, in one line with each
 key's full dotted path: unknown keys (with close matches), wrong types, values out of range,
@@ -21,7 +21,7 @@ from typing import Any, Union
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from divrec.config_schema import GROUPS, MODEL_KINDS, MODEL_SCHEMAS, signature_params
+from divrec.config.schema import GROUPS, MODEL_KINDS, MODEL_SCHEMAS, signature_params
 from divrec.errors import ConfigError
 
 _SKIP = object()  # a value that could not be read (its error is already recorded)

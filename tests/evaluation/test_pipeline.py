@@ -2,8 +2,8 @@
 
 import torch
 
-from divrec.models.ranking import minmax_over_candidates
 from divrec.rerank import mmr
+from divrec.rerank.candidates import minmax_over_candidates
 
 
 def test_minmax_over_candidates_hand_values():

@@ -21,18 +21,18 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from divrec.artifacts import (
+from divrec.config.check import validate_against_data, validate_config
+from divrec.data.datamodule import RecDataModule
+from divrec.errors import ConfigError, DivrecError
+from divrec.run.artifacts import (
     config_hash,
     recommendations_frame,
     versions,
     write_metrics,
     write_recommendations,
 )
-from divrec.build import build_datamodule, build_module, precision
-from divrec.config_check import validate_against_data, validate_config
-from divrec.data.datamodule import RecDataModule
-from divrec.errors import ConfigError, DivrecError
-from divrec.wandb_utils import finish_wandb, log_recommendation_table
+from divrec.run.build import build_datamodule, build_module, precision
+from divrec.run.wandb_log import finish_wandb, log_recommendation_table
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def train(cfg: DictConfig) -> float | tuple[float, ...]:
     results: list[dict[str, Any]] = []
     for i, (sub, rerank_cfg, knobs) in enumerate(points):
         folder = out / sub if sub else out
-        module.rerank_cfg = rerank_cfg
+        module.set_rerank(rerank_cfg)
         if sub:  # each sweep value is its own logged run
             finish_wandb()
             name = f"{out.name}-{sub}"
@@ -244,7 +244,7 @@ def _is_multirun() -> bool:
 
 def run(cfg: DictConfig) -> float | tuple[float, ...]:
     """``train`` with failure isolation and a W&B run that always finishes."""
-    from divrec.ddp_guard import check_ddp_multirun
+    from divrec.launch.ddp_guard import check_ddp_multirun
 
     try:
         check_ddp_multirun(cfg)  # sweep-wide mistake: stop at once, one line

@@ -1,9 +1,10 @@
 """``RankingModule``: the full-catalogue evaluation every model shares (two-tower, baselines).
 
-For each val/test batch: score every item ([B, N]), mask the items the user has seen, take the
-top-M candidates, optionally re-rank them to K (MMR/DPP/xQuAD), and feed the top-K lists to
-the metrics; the test pass also keeps each user's top ``save_topk`` list for
-``recommendations.parquet``. Subclasses implement :meth:`score` only.
+For each val/test batch (:meth:`RankingModule._eval_step`, the whole path in one place):
+``score(batch) [B, N]`` (through the :class:`~divrec.evaluation.score_cache.ScoreCache`) ->
+:meth:`Ranker.rank <divrec.evaluation.pipeline.Ranker.rank>` (mask seen, top-M, re-rank,
+top-K) -> :class:`~divrec.metrics.RankingEvaluator`; the test pass also keeps each user's top
+``save_topk`` list for ``recommendations.parquet``. Subclasses implement :meth:`score` only.
 
 Re-rankers and ``ild_emb`` use one fixed, model-independent item space: the frozen pretrained
 encoder's item vectors (``reference_embeddings``), so every model is measured on one scale.
@@ -18,7 +19,9 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from divrec.metrics import RankingEvaluator, topk_unseen
+from divrec.evaluation.pipeline import Ranker
+from divrec.evaluation.score_cache import ScoreCache
+from divrec.metrics import RankingEvaluator
 
 
 class RankingModule(pl.LightningModule):
@@ -31,26 +34,23 @@ class RankingModule(pl.LightningModule):
         self.ks = sorted(int(k) for k in evaluation.get("ks", [10, 20]))
         self.save_topk = int(evaluation.get("save_topk", 100))
         self.rerank_cfg = dict(rerank_cfg or {"name": "none"})
+        self.ranker = Ranker.from_config(self.rerank_cfg)  # side tensors set in attach_eval
         self.recommendations: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.step_seed = torch.initial_seed()  # built after seed_everything
-        # Scores of each eval batch, kept while the weights stay the same: re-ranking and
-        # evaluation sweeps (``rerank_sweep``) on one model score the catalogue once.
-        self.score_cache_bytes = int(evaluation.get("score_cache_mb", 512)) << 20
-        self._weights_version = 0  # bumped by every training step and state-dict load
-        self._cache_version = -1
-        self._score_cache: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
-        self._score_cache_used = 0
+        # Scores of each eval batch under the current weights: a ``rerank_sweep`` on one model
+        # scores the catalogue once. Invalidated by every training step and state-dict load.
+        self.score_cache = ScoreCache(int(evaluation.get("score_cache_mb", 512)) << 20)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # Randomness inside a step (dropout, sampled negatives) depends only on (seed, step),
         # so a resumed run draws what an uninterrupted one would.
         torch.manual_seed((self.step_seed * 1_000_003 + self.global_step) % (1 << 63))
-        self._weights_version += 1  # this step changes the weights: cached scores are stale
+        self.score_cache.invalidate()  # this step changes the weights
         self.because: list[list[str]] = []  # per saved row: explanation strings (may stay empty)
 
     def attach_eval(self, dm, reference_embeddings: torch.Tensor | None) -> None:
         """Catalogue tensors for ranking and metrics. ``reference_embeddings``: [N, H]."""
-        self._weights_version += 1  # new data: nothing scored before applies
+        self.score_cache.invalidate()  # new data: nothing scored before applies
         cat = dm.catalogue
         self.register_buffer("categories", cat.category_matrix, persistent=False)
         hist_cats = torch.zeros(len(dm.user_ids), cat.n_categories)
@@ -62,6 +62,9 @@ class RankingModule(pl.LightningModule):
         if reference_embeddings is not None:
             emb = F.normalize(reference_embeddings.float(), dim=-1)
         self.register_buffer("reference_embeddings", emb, persistent=False)
+        self.ranker = Ranker.from_config(
+            self.rerank_cfg, embeddings=emb, categories=cat.category_matrix
+        )
         kw: dict[str, Any] = dict(
             metrics=self.metric_names,
             ks=self.ks,
@@ -86,62 +89,25 @@ class RankingModule(pl.LightningModule):
         """Optional ``because`` strings [B][K] for the saved lists ``top [B, K]`` (None: none)."""
         return None
 
-    def rank(self, scores: torch.Tensor, seen: torch.Tensor, users: torch.Tensor, k: int):
-        """Top-``k`` item indices [B, k] after masking ``seen`` [B, N] and re-ranking."""
-        name = self.rerank_cfg.get("name", "none")
-        if name == "none":
-            return topk_unseen(scores, seen, k)
-        from divrec.rerank import rerank
-
-        masked = scores.masked_fill(seen, float("-inf"))
-        m = self.rerank_cfg.get("candidates", 200)
-        if self.rerank_cfg.get("normalize", True):
-            masked = minmax_over_candidates(masked, min(m or masked.shape[1], masked.shape[1]))
-        return rerank(
-            name,
-            masked,
-            k,
-            float(self.rerank_cfg.get("diversity", 0.0)),
-            embeddings=self.reference_embeddings,
-            categories=self.categories,
-            user_categories=self.user_categories[users],
-            candidates=m,
-        )
+    def set_rerank(self, rerank_cfg: dict) -> None:
+        """Evaluate with another ``rerank`` config from now on (a ``rerank_sweep`` point)."""
+        self.rerank_cfg = dict(rerank_cfg)
+        self.ranker = self.ranker.with_config(self.rerank_cfg)
 
     # ------------------------------------------------------------------ loops
     def load_state_dict(self, *args: Any, **kwargs: Any):
-        self._weights_version += 1  # e.g. the best checkpoint loaded by trainer.test
+        self.score_cache.invalidate()  # e.g. the best checkpoint loaded by trainer.test
         return super().load_state_dict(*args, **kwargs)
 
-    def _begin_eval(self) -> None:
-        """Rebuild eval-time state (``on_eval_start``) only when the weights changed."""
-        if self._cache_version != self._weights_version:
-            self._score_cache.clear()
-            self._score_cache_used = 0
-            self._cache_version = self._weights_version
+    def on_validation_epoch_start(self) -> None:
+        self.ranker = self.ranker.on(self.device)
+        if self.score_cache.begin():  # new weights: rebuild eval-time state
             self.on_eval_start()
 
-    def on_validation_epoch_start(self) -> None:
-        self._begin_eval()
-
     def on_test_epoch_start(self) -> None:
-        self._begin_eval()
+        self.on_validation_epoch_start()
         self.recommendations = []
         self.because = []
-
-    def _scores(self, batch: dict, stage: str, batch_idx: int) -> torch.Tensor:
-        """``score(batch)`` [B, N] as float, from the cache when these weights scored it."""
-        key = (stage, batch_idx)
-        hit = self._score_cache.get(key)
-        users = batch["user_idx"]
-        if hit is not None and torch.equal(hit[0], users.cpu()):
-            return hit[1].to(users.device)
-        scores = self.score(batch).float()
-        size = scores.numel() * scores.element_size()
-        if self._score_cache_used + size <= self.score_cache_bytes:
-            self._score_cache[key] = (users.cpu(), scores.cpu())
-            self._score_cache_used += size
-        return scores
 
     @torch.no_grad()
     def _eval_step(
@@ -150,14 +116,13 @@ class RankingModule(pl.LightningModule):
         # Lightning autocasts eval steps under bf16/fp16-mixed; scores, re-rankers and metrics
         # stay fp32 (bf16 keeps ~3 digits: thousands of catalogue scores would tie).
         with torch.autocast(self.device.type, enabled=False):
-            scores = self._scores(batch, stage, batch_idx)
+            users = batch["user_idx"]
+            scores = self.score_cache.scores((stage, batch_idx), users, lambda: self.score(batch))
             k = min(max(self.ks[-1], self.save_topk if keep else 0), scores.shape[1])
-            top = self.rank(scores, batch["seen"], batch["user_idx"], k)
-            metrics.update(top[:, : self.ks[-1]], batch["truth"], batch["user_idx"])
+            top = self.ranker.rank(scores, batch["seen"], k, self.user_categories[users])
+            metrics.update(top[:, : self.ks[-1]], batch["truth"], users)
             if keep:
-                self.recommendations.append(
-                    (batch["user_idx"].cpu(), top.cpu(), scores.gather(1, top).cpu())
-                )
+                self.recommendations.append((users.cpu(), top.cpu(), scores.gather(1, top).cpu()))
                 because = self.explain(batch, top)
                 if because is not None:
                     self.because.extend(because)
@@ -183,18 +148,3 @@ class RankingModule(pl.LightningModule):
             dist.all_gather_object(parts, (self.recommendations, self.because))
             self.recommendations = [r for p in parts for r in p[0]]
             self.because = [b for p in parts for b in p[1]]
-
-
-def minmax_over_candidates(scores: torch.Tensor, m: int) -> torch.Tensor:
-    """Rescale each user's scores so their top-``m`` candidates span [0, 1]: [B, N] -> [B, N].
-
-    Monotone per user (the candidate set and relevance order are unchanged; -inf stays -inf),
-    so ``diversity`` weighs relevance against similarity on the same scale for every model:
-    raw scores range from cosines (two-tower) to interaction counts (pop).
-    """
-    top = scores.topk(m, dim=1).values
-    finite = torch.isfinite(top)
-    hi = top[:, :1]
-    lo = torch.where(finite, top, torch.inf).amin(dim=1, keepdim=True)
-    span = (hi - lo).clamp_min(1e-12)
-    return torch.where(torch.isfinite(scores), (scores - lo) / span, scores)

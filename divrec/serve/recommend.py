@@ -43,8 +43,9 @@ import torch
 import torch.nn.functional as F
 
 from divrec.errors import ConfigError, DataError, DivrecError
-from divrec.explain import explain
+from divrec.evaluation.pipeline import Ranker
 from divrec.models.cf import CFContext, Query, item_neighbours
+from divrec.models.explain import explain
 
 log = logging.getLogger(__name__)
 QUERY_USER = "__query__"
@@ -83,7 +84,7 @@ def load_model(checkpoint_path: str | Path, device: str = "cpu") -> LoadedModel:
     """Rebuild a run's module + data module and load its trained weights (offline)."""
     from omegaconf import OmegaConf
 
-    from divrec.train import build_datamodule, build_module
+    from divrec.run.build import build_datamodule, build_module
 
     run, ckpt = _locate(checkpoint_path)
     cfg_file = run / ".hydra" / "config.yaml"
@@ -314,21 +315,17 @@ def recommend(
 
 
 def _rank(m, view: _View, masked, idx, k: int, name: str, diversity: float) -> torch.Tensor:
-    from divrec.rerank import rerank
-
+    """The evaluated path (:class:`~divrec.evaluation.pipeline.Ranker`) with this call's knobs."""
     cats = view.categories
     user_cats = cats[idx].sum(0, keepdim=True) if idx else cats.new_zeros(1, cats.shape[1])
     user_cats = user_cats / user_cats.sum().clamp_min(1e-9)
-    return rerank(
-        name,
-        masked,
-        k,
-        float(diversity),
-        embeddings=F.normalize(view.embeddings.float(), dim=-1),
-        categories=cats,
-        user_categories=user_cats,
-        candidates=max(k, int(m.module.rerank_cfg.get("candidates", 200) or 200)),
+    cfg = {**m.module.rerank_cfg, "name": name, "diversity": float(diversity)}
+    if cfg.get("candidates") is not None:
+        cfg["candidates"] = max(k, int(cfg["candidates"]))
+    ranker = Ranker.from_config(
+        cfg, embeddings=F.normalize(view.embeddings.float(), dim=-1), categories=cats
     )
+    return ranker.rank(masked, None, k, user_cats)
 
 
 # --------------------------------------------------------------------- CLI

@@ -1,6 +1,6 @@
 """Construction of a run's parts from a composed config: data module, model, caches.
 
-``build_datamodule`` and ``build_module`` are what ``train`` and ``divrec.recommend`` share;
+``build_datamodule`` and ``build_module`` are what ``train`` and ``divrec.serve.recommend`` share;
 ``reference_embeddings`` is the frozen encoder's item space used by re-rankers and ILD.
 """
 
@@ -17,8 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from divrec.data.datamodule import RecDataModule
 from divrec.errors import ConfigError
+from divrec.evaluation.module import RankingModule
 from divrec.models.module import RecModule
-from divrec.models.ranking import RankingModule
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Dataclass schemas of the config groups checked at start-up (``divrec.config_check``).
+"""Dataclass schemas of the config groups checked at start-up (``divrec.config.check``).
 
 One dataclass per group mirrors its YAML file (``conf/<group>/*.yaml``): field names are the
 allowed keys, annotations the allowed types, defaults the YAML defaults, and ``metadata`` the
@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 USER_TOWERS = ("text", "history")  # divrec.models.towers.TwoTower(user_tower=...)
 LR_SCHEDULES = ("cosine", "linear", "constant")  # divrec.models.module.configure_optimizers
-MODEL_KINDS = ("two_tower", "baseline")  # divrec.train.build_module
+MODEL_KINDS = ("two_tower", "baseline")  # divrec.run.train.build_module
 
 
 def opt(default: Any, doc: str, **rules: Any) -> Any:

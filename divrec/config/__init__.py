@@ -1,0 +1,1 @@
+"""Configuration checks: dataclass schemas of the config groups and start-up validation."""

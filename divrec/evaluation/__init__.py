@@ -1,0 +1,1 @@
+"""Full-catalogue evaluation: scores -> masked top-M -> re-rank -> top-K -> metrics."""

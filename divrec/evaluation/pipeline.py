@@ -1,0 +1,94 @@
+"""The one path from scores to a final list: ``Ranker``.
+
+``scores [B, N] -> mask seen -> top-M candidates -> min-max -> re-rank -> top-K [B, K]``.
+Validation, test, every ``rerank_sweep`` point and :func:`divrec.serve.recommend.recommend`
+call :meth:`Ranker.rank` the same way, so the list a user is served is the list that was
+evaluated. A :class:`Ranker` holds the ``rerank`` config group and the catalogue's side
+information (item embeddings for MMR/DPP, categories for xQuAD); it has no other state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from divrec.errors import DataError
+from divrec.rerank import rerank, top_k
+from divrec.rerank.candidates import minmax_over_candidates
+
+
+@dataclass(frozen=True)
+class Ranker:
+    """Final lists from scores. Fields are the ``rerank`` group (``conf/rerank/*.yaml``).
+
+    ``embeddings: [N, d]`` (L2-normalised item space of MMR/DPP) and ``categories: [N, C]``
+    (0/1, xQuAD) are the catalogue's; either may be None when no re-ranker needs it.
+    """
+
+    name: str = "none"
+    diversity: float = 0.0
+    candidates: int | None = 200
+    normalize: bool = True
+    embeddings: Tensor | None = None
+    categories: Tensor | None = None
+
+    @classmethod
+    def from_config(cls, rerank_cfg: dict[str, Any] | None, **side: Tensor | None) -> Ranker:
+        cfg = dict(rerank_cfg or {})
+        return cls(
+            name=str(cfg.get("name", "none")),
+            diversity=float(cfg.get("diversity", 0.0) or 0.0),
+            candidates=cfg.get("candidates", 200),
+            normalize=bool(cfg.get("normalize", True)),
+            **side,
+        )
+
+    def with_config(self, rerank_cfg: dict[str, Any]) -> Ranker:
+        """The same catalogue, another ``rerank`` config (a sweep point, a request's knobs)."""
+        return Ranker.from_config(
+            rerank_cfg, embeddings=self.embeddings, categories=self.categories
+        )
+
+    def on(self, device: torch.device) -> Ranker:
+        """This ranker with its side tensors on ``device``."""
+        move = {
+            f: getattr(self, f).to(device)
+            for f in ("embeddings", "categories")
+            if getattr(self, f) is not None and getattr(self, f).device != device
+        }
+        return replace(self, **move) if move else self
+
+    def rank(
+        self,
+        scores: Tensor,
+        seen: Tensor | None,
+        k: int,
+        user_categories: Tensor | None = None,
+    ) -> Tensor:
+        """Top-``k`` item indices ``[B, k]``, best first.
+
+        ``scores: [B, N]`` float; ``seen: [B, N]`` bool (True: never recommended) or None;
+        ``user_categories: [B, C]`` (each user's category distribution, xQuAD only). Without a
+        re-ranker a user with fewer than ``k`` unseen items gets seen items at the tail.
+        """
+        if scores.dim() != 2:
+            raise DataError(f"rank: scores must be [users, items], got {tuple(scores.shape)}")
+        masked = scores if seen is None else scores.masked_fill(seen.bool(), float("-inf"))
+        if self.name == "none":
+            return top_k(masked, k, strict=False)
+        m = min(self.candidates or masked.shape[1], masked.shape[1])
+        if self.normalize:
+            masked = minmax_over_candidates(masked, m)
+        return rerank(
+            self.name,
+            masked,
+            k,
+            self.diversity,
+            embeddings=self.embeddings,
+            categories=self.categories,
+            user_categories=user_categories,
+            candidates=self.candidates,
+        )

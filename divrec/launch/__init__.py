@@ -1,0 +1,1 @@
+"""Launching jobs: DDP relaunch guards and per-GPU claims for sweeps."""

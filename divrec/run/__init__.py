@@ -1,0 +1,1 @@
+"""Running one experiment: ``train(cfg)``, building its parts, writing its run folder."""

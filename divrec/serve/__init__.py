@@ -1,0 +1,1 @@
+"""Serving a trained run: ``recommend()`` and the ``divrec-recommend`` CLI."""
