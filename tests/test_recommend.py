@@ -222,3 +222,63 @@ def test_load_model_needs_a_run_folder(tmp_path):
         load_model(ckpt)
     with pytest.raises(DataError, match="no such checkpoint"):
         load_model(tmp_path / "missing.ckpt")
+
+
+@pytest.fixture(scope="module")
+def text_mmr_run(tmp_path_factory, tiny_model_dir, shared_cache):
+    return _run(
+        tmp_path_factory, tiny_model_dir, shared_cache, "rerank=mmr", "rerank.diversity=0.5"
+    )
+
+
+@pytest.fixture(scope="module")
+def hist_xquad_run(tmp_path_factory, tiny_model_dir, shared_cache):
+    return _run(
+        tmp_path_factory,
+        tiny_model_dir,
+        shared_cache,
+        "model.user_tower=history",
+        "rerank=xquad",
+        "rerank.diversity=0.7",
+    )
+
+
+@pytest.mark.parametrize(
+    ("run_name", "rerank", "diversity"),
+    [
+        ("hist_run", "none", 0.0),
+        ("text_mmr_run", "mmr", 0.5),
+        ("hist_xquad_run", "xquad", 0.7),
+    ],
+)
+def test_recommend_for_a_run_user_is_its_row_of_recommendations_parquet(
+    request, run_name, rerank, diversity
+):
+    """Serving and evaluation share one path: the saved test lists come back exactly."""
+    run = request.getfixturevalue(run_name)
+    saved = pd.read_parquet(run / "recommendations.parquet")
+    saved["user_id"] = saved["user_id"].astype(str)
+    model = load_model(run)
+    users = sorted(saved.user_id.unique())[:: max(1, saved.user_id.nunique() // 6)]
+    for user in users:
+        want = saved[saved.user_id == user].sort_values("rank")
+        got = recommend(model, k=len(want), rerank=rerank, diversity=diversity, user=user)
+        assert got.item_id.astype(str).tolist() == want.item_id.astype(str).tolist(), user
+        assert got["rank"].tolist() == want["rank"].tolist()
+        assert got.score.to_numpy() == pytest.approx(want.score.to_numpy(), abs=1e-6)
+    if rerank != "none":  # the knobs matter: the plain list is a different one
+        plain = recommend(model, k=10, user=users[0])
+        first = saved[saved.user_id == users[0]].sort_values("rank").head(10)
+        assert plain.item_id.astype(str).tolist() != first.item_id.astype(str).tolist()
+
+
+def test_recommend_needs_exactly_one_of_history_and_user(hist_model):
+    from divrec.errors import ConfigError
+
+    user = hist_model.dm.user_ids[0]
+    with pytest.raises(ConfigError, match="either history"):
+        recommend(hist_model, [hist_model.dm.catalogue.item_ids[0]], user=user)
+    with pytest.raises(ConfigError, match="either history"):
+        recommend(hist_model)
+    with pytest.raises(DataError, match="unknown user"):
+        recommend(hist_model, user="no-such-user")

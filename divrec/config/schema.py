@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 USER_TOWERS = ("text", "history")  # divrec.models.towers.TwoTower(user_tower=...)
 LR_SCHEDULES = ("cosine", "linear", "constant")  # divrec.models.module.configure_optimizers
-MODEL_KINDS = ("two_tower", "baseline")  # divrec.run.train.build_module
+MODEL_KINDS = ("two_tower", "baseline")  # divrec.run.build.build_module
 
 
 def opt(default: Any, doc: str, **rules: Any) -> Any:

@@ -272,16 +272,20 @@ class RecDataModule(pl.LightningDataModule):
             "history_mask": hist_mask,
         }
 
-    def _eval_loader(self, which: str) -> DataLoader:
+    def _eval_collate(self, which: str) -> _EvalCollate:
+        """Collate of the ``which`` ("val" | "test") pass: truth, and seen = train (+ valid at
+        test), over the users that have truth rows."""
         df = self.split.valid if which == "val" else self.split.test
         seen_df = (
             self.split.train if which == "val" else pd.concat([self.split.train, self.split.valid])
         )
         truth = _grouped(df, self.user_index, self.catalogue.index)
         seen = _grouped(seen_df, self.user_index, self.catalogue.index)
-        users = sorted(truth)
-        collate = _EvalCollate(self, users, truth, seen)
-        rows = _Rows(len(users))
+        return _EvalCollate(self, sorted(truth), truth, seen)
+
+    def _eval_loader(self, which: str) -> DataLoader:
+        collate = self._eval_collate(which)
+        rows = _Rows(len(collate.users))
         return DataLoader(
             rows,
             batch_size=self.eval_batch_size,
@@ -290,6 +294,13 @@ class RecDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             collate_fn=collate,
         )
+
+    def eval_batch(self, which: str, user_ids: list[str]) -> dict[str, torch.Tensor]:
+        """The ``which`` pass's batch for these users (original ids), as its loader builds it;
+        a user without truth rows gets an empty ``truth``."""
+        collate = self._eval_collate(which)
+        collate.users = [self.user_index[u] for u in user_ids]
+        return collate(list(range(len(user_ids))))
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")
@@ -310,7 +321,8 @@ class _EvalCollate:
         truth = torch.zeros(len(rows), n, dtype=torch.bool)
         seen = torch.zeros(len(rows), n, dtype=torch.bool)
         for b, u in enumerate(users.tolist()):
-            truth[b, self.truth[u]] = True
+            if u in self.truth:
+                truth[b, self.truth[u]] = True
             if u in self.seen:
                 seen[b, self.seen[u]] = True
         u_ids, u_mask = self.dm.user_tokens.batch(users)

@@ -264,14 +264,20 @@ def _user_query(m: LoadedModel, view: _View, idx: list[int]) -> Query:
 
 def recommend(
     checkpoint_or_model: str | Path | LoadedModel,
-    history: list[str],
+    history: list[str] | None = None,
     k: int = 10,
     rerank: str = "none",
     diversity: float = 0.0,
     exclude_seen: bool = True,
     catalogue: pd.DataFrame | None = None,
+    user: str | None = None,
 ) -> pd.DataFrame:
-    """Top-``k`` items for ``history`` (original item ids, oldest first).
+    """Top-``k`` items for ``history`` (original item ids, oldest first) or for ``user``.
+
+    ``user``: a user id of the run, scored from the run's own data exactly as its test pass
+    did (the same user input, seen = training + validation items), so with the run's re-ranker
+    knobs the list is that user's rows of ``recommendations.parquet``. Both paths end in the
+    evaluated :class:`~divrec.evaluation.pipeline.Ranker`.
 
     Returns a frame with ``rank`` (from 1), ``item_id``, ``title``, ``score`` (the model's
     score, before any re-ranking) and ``because``. Pass a :class:`LoadedModel` from
@@ -284,22 +290,33 @@ def recommend(
     )
     if int(k) < 1:
         raise ConfigError(f"k: expected a positive int, got {k!r}")
+    if (history is None) == (user is None):
+        raise ConfigError(
+            "recommend: give either history (item ids) or user (a user id of the run)"
+        )
     with torch.inference_mode():
-        view = _base_view(m) if catalogue is None or len(catalogue) == 0 else _extend(m, catalogue)
-        ids = [str(h) for h in history]
-        unknown = [h for h in ids if h not in view.index]
-        if unknown:
-            raise DataError(f"history: unknown item id(s) {unknown[:5]} (not in the catalogue)")
-        idx = [view.index[h] for h in ids]
-        q = _user_query(m, view, idx)
+        if user is not None:
+            if catalogue is not None and len(catalogue):
+                raise ConfigError("recommend: catalogue items need a history, not a run's user")
+            view = _base_view(m)
+            q, seen, user_cats = _run_user(m, str(user))
+        else:
+            view = (
+                _base_view(m) if catalogue is None or not len(catalogue) else _extend(m, catalogue)
+            )
+            q, seen, user_cats = _history_user(m, view, history)
         scores = m.module.cf.score(m.module.net, q, view.ctx).float()  # [1, N']
-        masked = scores.clone()
-        if exclude_seen and idx:
-            masked[0, torch.tensor(idx, device=masked.device)] = float("-inf")
-        k = min(int(k), int(torch.isfinite(masked).sum()))
-        if k == 0:
+        seen = seen if exclude_seen else None
+        k = min(int(k), scores.shape[1] - (int(seen.sum()) if seen is not None else 0))
+        if k <= 0:
             return pd.DataFrame(columns=["rank", "item_id", "title", "score", "because"])
-        top = _rank(m, view, masked, idx, k, rerank, diversity)
+        cfg = {**m.module.rerank_cfg, "name": rerank, "diversity": float(diversity)}
+        if cfg.get("candidates") is not None:
+            cfg["candidates"] = max(k, int(cfg["candidates"]))
+        ranker = Ranker.from_config(
+            cfg, embeddings=F.normalize(view.embeddings.float(), dim=-1), categories=view.categories
+        )
+        top = ranker.rank(scores, seen, k, user_cats)
         n_explain = m.module.cf.explain if m.module.cf.explain > 0 else 3
         because = explain(m.module.net, q, view.ctx, top, view.titles, n_explain)[0]
         chosen = top[0].tolist()
@@ -309,23 +326,33 @@ def recommend(
                 "item_id": [view.item_ids[i] for i in chosen],
                 "title": [view.titles[i] for i in chosen],
                 "score": scores[0, top[0]].cpu().numpy(),
-                "because": because if idx else [""] * len(chosen),
+                "because": because if bool(q.mask.any()) else [""] * len(chosen),
             }
         )
 
 
-def _rank(m, view: _View, masked, idx, k: int, name: str, diversity: float) -> torch.Tensor:
-    """The evaluated path (:class:`~divrec.evaluation.pipeline.Ranker`) with this call's knobs."""
+def _history_user(m: LoadedModel, view: _View, history: list[str]):
+    """(query, seen [1, N'], category distribution [1, C']) of a fresh user's ``history``."""
+    ids = [str(h) for h in history]
+    unknown = [h for h in ids if h not in view.index]
+    if unknown:
+        raise DataError(f"history: unknown item id(s) {unknown[:5]} (not in the catalogue)")
+    idx = [view.index[h] for h in ids]
     cats = view.categories
+    seen = torch.zeros(1, len(view.item_ids), dtype=torch.bool, device=cats.device)
+    seen[0, idx] = True
     user_cats = cats[idx].sum(0, keepdim=True) if idx else cats.new_zeros(1, cats.shape[1])
-    user_cats = user_cats / user_cats.sum().clamp_min(1e-9)
-    cfg = {**m.module.rerank_cfg, "name": name, "diversity": float(diversity)}
-    if cfg.get("candidates") is not None:
-        cfg["candidates"] = max(k, int(cfg["candidates"]))
-    ranker = Ranker.from_config(
-        cfg, embeddings=F.normalize(view.embeddings.float(), dim=-1), categories=cats
-    )
-    return ranker.rank(masked, None, k, user_cats)
+    return _user_query(m, view, idx), seen, user_cats / user_cats.sum().clamp_min(1e-9)
+
+
+def _run_user(m: LoadedModel, user: str):
+    """(query, seen [1, N], category distribution [1, C]) of a run's user, from its test batch."""
+    if user not in m.dm.user_index:
+        raise DataError(f"user: unknown user id {user!r} (not a user of this run)")
+    dev = m.ctx.items.device
+    batch = {k: v.to(dev) for k, v in m.dm.eval_batch("test", [user]).items()}
+    q = m.module.query(batch, m.ctx)
+    return q, batch["seen"], m.module.user_categories[batch["user_idx"]]
 
 
 # --------------------------------------------------------------------- CLI
@@ -341,10 +368,12 @@ def _read_items(path: str) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``divrec-recommend --checkpoint PATH --history 1,50,260 [--k 10] [--rerank mmr ...]``."""
+    """``divrec-recommend --checkpoint PATH (--history 1,50,260 | --user U) [--k 10] [--rerank mmr ...]``."""
     ap = argparse.ArgumentParser(prog="divrec-recommend", description=main.__doc__)
     ap.add_argument("--checkpoint", required=True, help="RUN/checkpoints/*.ckpt or a run folder")
-    ap.add_argument("--history", required=True, help="comma-separated item ids, oldest first")
+    who = ap.add_mutually_exclusive_group(required=True)
+    who.add_argument("--history", help="comma-separated item ids, oldest first")
+    who.add_argument("--user", help="a user id of the run (scored as its test pass did)")
     ap.add_argument("--k", type=int, default=10, help="number of recommendations")
     ap.add_argument("--rerank", default="none", help="none | mmr | dpp | xquad")
     ap.add_argument("--diversity", type=float, default=0.0, help="re-ranker diversity in [0, 1]")
@@ -360,15 +389,25 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model(args.checkpoint)
         t1 = time.perf_counter()
         extra = _read_items(args.catalogue) if args.catalogue else None
-        history = [h.strip() for h in args.history.split(",") if h.strip()]
+        history = None
+        if args.history is not None:
+            history = [h.strip() for h in args.history.split(",") if h.strip()]
         recs = recommend(
-            model, history, args.k, args.rerank, args.diversity, not args.include_seen, extra
+            model,
+            history,
+            args.k,
+            args.rerank,
+            args.diversity,
+            not args.include_seen,
+            extra,
+            user=args.user,
         )
         t2 = time.perf_counter()
     except DivrecError as e:
         err.print(f"error: {e}")
         return 2
-    table = Table(title=f"top {len(recs)} for a history of {len(history)} items")
+    who_txt = f"user {args.user}" if history is None else f"a history of {len(history)} items"
+    table = Table(title=f"top {len(recs)} for {who_txt}")
     for col in ("rank", "item_id", "title", "score", "because"):
         table.add_column(col, overflow="fold")
     for r in recs.itertuples(index=False):
