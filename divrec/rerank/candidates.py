@@ -42,13 +42,19 @@ def _exact_top(scores: Tensor, m: int) -> Tensor:
     return take.nonzero()[:, 1].view(scores.shape[0], m)
 
 
+_NUMPY_TOPK_MIN = 128  # see _top_sorted
+
+
 def _top_sorted(scores: Tensor, m: int) -> tuple[Tensor, Tensor]:
     """Values and indices of the ``m`` largest scores per row, descending (ties unordered).
 
-    On CPU numpy's argpartition + argsort is 2-4x faster than ``torch.topk`` for this shape.
-    NaN counts as largest in both, so it lands at the head.
+    Speed trick (CPU only): for long candidate lists numpy's argpartition + argsort beats
+    ``torch.topk``; for short ones it loses. Measured on [1024, 10000] float32, one thread:
+    m=11 numpy 0.036 s / topk 0.017 s, m=101 0.052 / 0.053, m=201 0.060 / 0.108. Hence numpy
+    from ``_NUMPY_TOPK_MIN`` on (re-rank candidate lists), ``torch.topk`` below (top-20 and
+    top-100 evaluation lists). NaN counts as largest in both, so it lands at the head.
     """
-    if scores.device.type != "cpu":
+    if scores.device.type != "cpu" or m < _NUMPY_TOPK_MIN:
         return torch.topk(scores, m, dim=1)
     arr = scores.detach()
     if arr.dtype not in (torch.float32, torch.float64):
