@@ -89,6 +89,14 @@ BAD = [
     (["model=bpr", "model.name=bprr"], "model.name", "did you mean 'bpr'"),
     (["model/cf=user_based", "+model.cf.kk=3"], "model.cf.kk", "did you mean 'k'"),
     (["model/cf=hybrid", "model.cf.weights.two_tower=-1"], "model.cf.weights.two_tower", ">= 0"),
+    # the trainer group, checked against Lightning before any data loads
+    (["trainer.precision=bogus"], "trainer.precision", "choose one of"),
+    (["trainer.max_epochs=-5"], "trainer.max_epochs", ">= -1"),
+    (["trainer.accelerator=tpuu"], "trainer.accelerator", "unknown"),
+    (["+trainer.max_epoch=3"], "trainer.max_epoch", "did you mean 'max_epochs'"),
+    (["trainer.limit_train_batches=1.5"], "trainer.limit_train_batches", "share in [0, 1]"),
+    (["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val", ">= 0"),
+    (["trainer.devices=two"], "trainer.devices", "a count"),
 ]
 
 
@@ -233,6 +241,21 @@ def test_schema_defaults_mirror_the_yaml(yaml, schema, ignore):
                 assert ref[key] == want, f"{path}{key}: schema {ref[key]!r} != yaml {want!r}"
 
     walk(raw, defaults, "")
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed", "16-mixed", "32", "bf16"])
+def test_lightning_precisions_are_accepted(compose, precision):
+    validate_config(compose(f"trainer.precision={precision}"))
+
+
+def test_gpu_accelerator_without_a_gpu_fails_before_data(compose, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    msg = _error(compose("trainer.accelerator=gpu"))
+    assert msg.startswith("trainer.accelerator=gpu: no CUDA GPU"), msg
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    validate_config(compose("trainer.accelerator=gpu"))  # with a GPU the same config is fine
 
 
 # ------------------------------------------------------------------ wired into train()

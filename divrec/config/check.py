@@ -22,6 +22,7 @@ from typing import Any, Union
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from divrec.config.schema import GROUPS, MODEL_KINDS, MODEL_SCHEMAS, signature_params
+from divrec.config.trainer import check_trainer
 from divrec.errors import ConfigError
 
 _SKIP = object()  # a value that could not be read (its error is already recorded)
@@ -47,6 +48,8 @@ def validate_config(cfg: DictConfig) -> None:
             check_node(cfg.model, MODEL_SCHEMAS[kind], "model", errors)
         for group, schema in GROUPS.items():
             check_node(cfg[group], schema, group, errors)
+        if "trainer" in cfg:
+            check_trainer(cfg.trainer, errors, _did_you_mean)
         if not errors:
             _cross_checks(cfg, errors)
     _raise(errors)
