@@ -12,6 +12,7 @@ encoder's item vectors (``reference_embeddings``), so every model is measured on
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import lightning.pytorch as pl
@@ -19,6 +20,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from divrec.errors import DataError
 from divrec.evaluation.pipeline import Ranker
 from divrec.evaluation.score_cache import ScoreCache
 from divrec.metrics import RankingEvaluator
@@ -52,6 +54,7 @@ class RankingModule(pl.LightningModule):
         """Catalogue tensors for ranking and metrics. ``reference_embeddings``: [N, H]."""
         self.score_cache.invalidate()  # new data: nothing scored before applies
         cat = dm.catalogue
+        self.user_ids = list(dm.user_ids)  # names users in errors
         self.register_buffer("categories", cat.category_matrix, persistent=False)
         hist_cats = torch.zeros(len(dm.user_ids), cat.n_categories)
         users = torch.repeat_interleave(torch.arange(len(dm.user_ids)), dm.history.indptr.diff())
@@ -119,7 +122,10 @@ class RankingModule(pl.LightningModule):
             users = batch["user_idx"]
             scores = self.score_cache.scores((stage, batch_idx), users, lambda: self.score(batch))
             k = min(max(self.ks[-1], self.save_topk if keep else 0), scores.shape[1])
-            top = self.ranker.rank(scores, batch["seen"], k, self.user_categories[users])
+            try:
+                top = self.ranker.rank(scores, batch["seen"], k, self.user_categories[users])
+            except DataError as e:  # "user row 3" means nothing to a user: name the user id
+                raise DataError(_name_users(str(e), users, self.user_ids)) from None
             metrics.update(top[:, : self.ks[-1]], batch["truth"], users)
             if keep:
                 self.recommendations.append((users.cpu(), top.cpu(), scores.gather(1, top).cpu()))
@@ -148,3 +154,13 @@ class RankingModule(pl.LightningModule):
             dist.all_gather_object(parts, (self.recommendations, self.because))
             self.recommendations = [r for p in parts for r in p[0]]
             self.because = [b for p in parts for b in p[1]]
+
+
+def _name_users(message: str, users: torch.Tensor, user_ids: list[str]) -> str:
+    """Replace "user row R" (a batch row) in ``message`` by the user's original id."""
+
+    def named(match: re.Match) -> str:
+        row = int(match.group(1))
+        return f"user {user_ids[int(users[row])]!r}" if row < len(users) else match.group(0)
+
+    return re.sub(r"user row (\d+)", named, message)

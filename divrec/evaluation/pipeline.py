@@ -71,8 +71,9 @@ class Ranker:
         """Top-``k`` item indices ``[B, k]``, best first.
 
         ``scores: [B, N]`` float; ``seen: [B, N]`` bool (True: never recommended) or None;
-        ``user_categories: [B, C]`` (each user's category distribution, xQuAD only). Without a
-        re-ranker a user with fewer than ``k`` unseen items gets seen items at the tail.
+        ``user_categories: [B, C]`` (each user's category distribution, xQuAD only). A user
+        with fewer than ``k`` unseen items (a small catalogue) gets all of them, re-ranked,
+        then seen items at the tail, lowest index first; metrics never count those.
         """
         if scores.dim() != 2:
             raise DataError(f"rank: scores must be [users, items], got {tuple(scores.shape)}")
@@ -82,6 +83,18 @@ class Ranker:
         m = min(self.candidates or masked.shape[1], masked.shape[1])
         if self.normalize:
             masked = minmax_over_candidates(masked, m)
+        n_valid = (masked > float("-inf")).sum(dim=1).clamp(max=k)  # [B]
+        if bool((n_valid == k).all()):
+            return self._rerank(masked, k, user_categories)
+        out = top_k(masked, k, strict=False)  # valid items first, then the seen tail
+        for kk in n_valid.unique().tolist():
+            rows = (n_valid == kk).nonzero()[:, 0]
+            if kk > 0:
+                cats = None if user_categories is None else user_categories[rows]
+                out[rows, :kk] = self._rerank(masked[rows], kk, cats)
+        return out
+
+    def _rerank(self, masked: Tensor, k: int, user_categories: Tensor | None) -> Tensor:
         return rerank(
             self.name,
             masked,
