@@ -14,7 +14,8 @@ from hydra import initialize_config_dir
 from divrec.errors import DataError
 from divrec.models.cf import item_neighbours
 from divrec.run.train import train
-from divrec.serve.recommend import _extend_neighbours, load_model, main, recommend
+from divrec.serve.catalogue import extend_neighbours as _extend_neighbours
+from divrec.serve.recommend import load_model, main, recommend
 from tests.conftest import ROOT, TINY_OVERRIDES
 from tests.models.test_cf import group_override
 

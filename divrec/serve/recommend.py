@@ -44,8 +44,9 @@ import torch.nn.functional as F
 
 from divrec.errors import ConfigError, DataError, DivrecError
 from divrec.evaluation.pipeline import Ranker
-from divrec.models.cf import CFContext, Query, item_neighbours
+from divrec.models.cf import CFContext, Query
 from divrec.models.explain import explain
+from divrec.serve.catalogue import View, base_view, encode, extend
 
 log = logging.getLogger(__name__)
 QUERY_USER = "__query__"
@@ -118,124 +119,8 @@ def load_model(checkpoint_path: str | Path, device: str = "cpu") -> LoadedModel:
     return LoadedModel(module, dm, run, ckpt, ctx, load_tokenizer(dm.tokenizer_path), bf16)
 
 
-# --------------------------------------------------------------------- catalogue
-@dataclass
-class _View:
-    """The catalogue one call scores: the run's items plus any ``catalogue`` items."""
-
-    ctx: CFContext
-    item_ids: list[str]
-    titles: list[str]
-    index: dict[str, int]
-    categories: torch.Tensor  # [N', C']
-    embeddings: torch.Tensor  # [N', H] item space of mmr/dpp
-
-
-def _encode(m: LoadedModel, encoder, texts: list[str], max_len: int) -> torch.Tensor:
-    """Pooled backbone vectors [n, H] of ``texts`` (as the run's frozen cache computes them)."""
-    from divrec.models.embed_cache import encode_in_batches
-
-    tok = m.tokenizer(texts, truncation=True, max_length=max_len, padding=True, return_tensors="pt")
-    dev = m.module.net.log_temperature.device
-    bf16 = m.bf16 and dev.type == "cuda"  # bf16 autocast is slow on most CPUs: float32 there
-    return encode_in_batches(
-        encoder, tok["input_ids"], tok["attention_mask"], device=dev, bf16=bf16, pooled_only=True
-    ).to(dev)
-
-
-def _base_view(m: LoadedModel) -> _View:
-    cat = m.dm.catalogue
-    ref = m.module.reference_embeddings
-    return _View(
-        m.ctx,
-        list(cat.item_ids),
-        list(cat.titles),
-        dict(cat.index),
-        m.module.categories,
-        ref if ref is not None else m.ctx.items,
-    )
-
-
-def _extend(m: LoadedModel, items: pd.DataFrame) -> _View:
-    """The base view plus ``items`` encoded from their text alone."""
-    from divrec.data.text import render_items
-
-    base = _base_view(m)
-    for col in ("item_id", "title", "categories"):
-        if col not in items.columns:
-            raise DataError(f"catalogue: missing column '{col}' (have {list(items.columns)})")
-    items = items.copy()
-    items["item_id"] = items["item_id"].astype(str)
-    items["title"] = items["title"].fillna("").astype(str)
-    items["categories"] = [
-        [c for c in v.split("|") if c] if isinstance(v, str) else list(v)
-        for v in items["categories"]
-    ]
-    clash = sorted(set(items["item_id"]) & set(base.index))
-    if clash or items["item_id"].duplicated().any():
-        raise DataError(f"catalogue: item ids must be new and unique; clashes: {clash[:5]}")
-    try:
-        texts, _ = render_items(items, m.dm.text_cfg.item_template)
-    except ConfigError as e:
-        raise DataError(f"catalogue: {e}") from None
-    net = m.module.net
-    pooled = _encode(m, net.item_encoder, texts, m.dm.text_cfg.max_item_len)
-    new = F.normalize(net.item_head(pooled.float()), dim=-1)
-    n_old, ctx = len(base.item_ids), m.ctx
-    all_items = torch.cat([ctx.items, new])
-    ext = CFContext(all_items, users=ctx.users, active=ctx.active)
-    if ctx.interactions is not None:
-        r = ctx.interactions
-        ext.interactions = torch.sparse_coo_tensor(
-            r.indices(), r.values(), (len(all_items), r.shape[1]), check_invariants=False
-        ).coalesce()
-    if ctx.neighbours is not None:
-        ext.neighbours = _extend_neighbours(ctx.neighbours, ctx.items, new)
-    names = list(m.dm.catalogue.category_names)
-    col = {c: j for j, c in enumerate(names)}
-    for cats in items["categories"]:
-        for c in cats:
-            col.setdefault(c, len(col))
-    cats = torch.zeros(len(all_items), len(col), device=new.device)
-    cats[:n_old, : base.categories.shape[1]] = base.categories
-    for i, item_cats in enumerate(items["categories"]):
-        for c in item_cats:
-            cats[n_old + i, col[c]] = 1.0
-    if m.module.reference_embeddings is not None and net.frozen:
-        if net.item_encoder.pooling == "mean":
-            emb = torch.cat([base.embeddings, F.normalize(pooled.float(), dim=-1)])
-        else:
-            emb = all_items
-    else:
-        emb = all_items
-    ids = base.item_ids + items["item_id"].tolist()
-    return _View(
-        ext,
-        ids,
-        base.titles + items["title"].tolist(),
-        {i: j for j, i in enumerate(ids)},
-        cats,
-        emb,
-    )
-
-
-def _extend_neighbours(nb: tuple[torch.Tensor, torch.Tensor], old: torch.Tensor, new: torch.Tensor):
-    """Top-n neighbour lists over old + new items, from the old lists: [N + M, n]."""
-    idx, val = nb
-    n, n_old = idx.shape[1], old.shape[0]
-    cand_val = torch.cat([val, old @ new.T], 1)  # old items: old top-n or a new item
-    extra = torch.arange(n_old, n_old + len(new), device=idx.device).expand(n_old, -1)
-    cand_idx = torch.cat([idx, extra], 1)
-    v, pos = cand_val.topk(n, dim=1)
-    new_idx, new_val = item_neighbours(torch.cat([old, new]), n)  # self excluded
-    return (
-        torch.cat([cand_idx.gather(1, pos), new_idx[n_old:]]),
-        torch.cat([v, new_val[n_old:]]),
-    )
-
-
 # --------------------------------------------------------------------- recommend
-def _user_query(m: LoadedModel, view: _View, idx: list[int]) -> Query:
+def _user_query(m: LoadedModel, view: View, idx: list[int]) -> Query:
     """Query for one fresh user with history ``idx`` (view indices, oldest first)."""
     net, dm = m.module.net, m.dm
     recent = idx[-dm.history_len :] or [0]
@@ -257,7 +142,7 @@ def _user_query(m: LoadedModel, view: _View, idx: list[int]) -> Query:
     )
     titles = dict(zip(view.item_ids, view.titles, strict=True))
     text = render_users([QUERY_USER], frame, titles, None, dm.text_cfg)[0]
-    pooled = _encode(m, net.user_encoder, [text], dm.text_cfg.max_user_len)
+    pooled = encode(m, net.user_encoder, [text], dm.text_cfg.max_user_len)
     v = F.normalize(net.user_head(pooled.float()), dim=-1)
     return Query(hist, mask, v, net.pool.weights(h, mask), users)
 
@@ -298,12 +183,10 @@ def recommend(
         if user is not None:
             if catalogue is not None and len(catalogue):
                 raise ConfigError("recommend: catalogue items need a history, not a run's user")
-            view = _base_view(m)
+            view = base_view(m)
             q, seen, user_cats = _run_user(m, str(user))
         else:
-            view = (
-                _base_view(m) if catalogue is None or not len(catalogue) else _extend(m, catalogue)
-            )
+            view = base_view(m) if catalogue is None or not len(catalogue) else extend(m, catalogue)
             q, seen, user_cats = _history_user(m, view, history)
         scores = m.module.cf.score(m.module.net, q, view.ctx).float()  # [1, N']
         seen = seen if exclude_seen else None
@@ -331,7 +214,7 @@ def recommend(
         )
 
 
-def _history_user(m: LoadedModel, view: _View, history: list[str]):
+def _history_user(m: LoadedModel, view: View, history: list[str]):
     """(query, seen [1, N'], category distribution [1, C']) of a fresh user's ``history``."""
     ids = [str(h) for h in history]
     unknown = [h for h in ids if h not in view.index]

@@ -82,12 +82,42 @@ def test_ease_matches_numpy_closed_form() -> None:
     np.fill_diagonal(b_ref, 0.0)
     model = EASE(l2=l2)
     model.fit(sp.csr_matrix(x))
+    assert model.active.tolist() == list(range(9))  # every item has interactions here
     np.testing.assert_allclose(model.weights.numpy(), b_ref, rtol=1e-5, atol=1e-6)
     assert np.all(np.diag(model.weights.numpy()) == 0.0)
     users = torch.tensor([0, 4, 24, 4])
     scores = model.score(users)
     assert scores.shape == (4, 9)
     np.testing.assert_allclose(scores.numpy(), x[users.numpy()] @ b_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_ease_items_without_interactions_match_the_full_closed_form() -> None:
+    """The solve skips items nobody interacted with; the scores are the full solve's."""
+    x = random_binary(3, (30, 12), 0.3)
+    x[:, [2, 7, 11]] = 0  # three items with no training interaction
+    l2 = 2.0
+    p = np.linalg.inv(x.T.astype(np.float64) @ x + l2 * np.eye(12))
+    b_ref = -p / np.diag(p)[None, :]
+    np.fill_diagonal(b_ref, 0.0)
+    model = EASE(l2=l2)
+    model.fit(sp.csr_matrix(x))
+    assert model.weights.shape == (9, 9) and 2 not in model.active.tolist()
+    users = torch.arange(30)
+    scores = model.score(users).numpy()
+    np.testing.assert_allclose(scores, x @ b_ref, rtol=1e-5, atol=1e-5)
+    assert np.all(scores[:, [2, 7, 11]] == 0.0)
+    fresh = EASE(l2=l2)
+    fresh.load_state_dict(model.state_dict())  # the active set travels with the weights
+    np.testing.assert_allclose(fresh.score(users).numpy(), scores, rtol=1e-6, atol=1e-7)
+
+
+def test_ease_refuses_a_solve_that_cannot_fit_in_memory(monkeypatch) -> None:
+    import os
+
+    real = os.sysconf
+    monkeypatch.setattr(os, "sysconf", lambda name: 0 if name == "SC_AVPHYS_PAGES" else real(name))
+    with pytest.raises(DataError, match=r"EASE: the closed form over 9 items needs about"):
+        EASE(l2=1.0).fit(sp.csr_matrix(random_binary(2, (25, 9), 0.35)))
 
 
 # ------------------------------------------------------------------------------ ItemKNN
