@@ -62,7 +62,11 @@ class RecModule(RankingModule):
         self.diversity = build_diversity_term(div.pop("name"), **div)
         self.diversity_weight = float(loss.get("diversity_weight", 0.0))
         self.optim_cfg = optim
-        self._ctx: CFContext | None = None
+        # The catalogue's vectors and the CF variant's tensors for the current weights (the
+        # only eval-time state): built by ``on_eval_start``, which ``RankingModule`` runs once
+        # per val/test pass after the weights changed (``ScoreCache.begin``), and at each
+        # training epoch start for a learned hybrid's detached parts.
+        self.context: CFContext | None = None
         self.item_titles: list[str] = []
         self.train_users = self.train_items = torch.empty(0, dtype=torch.long)
         # A frozen backbone is not saved in checkpoints: it is the pretrained file itself.
@@ -124,10 +128,10 @@ class RecModule(RankingModule):
     def _hybrid_loss(self, batch: dict, two_tower: torch.Tensor, log_q) -> torch.Tensor:
         """In-batch relevance loss of the learned mix of detached component scores [B, B]."""
         with torch.no_grad():
-            if self._ctx is None:
-                self._ctx = self.build_context()
-            q = self.query(batch, self._ctx)
-            parts = self.cf.components(self.net, q, self._ctx, {"item_based", "user_based"})
+            if self.context is None:
+                self.context = self.build_context()
+            q = self.query(batch, self.context)
+            parts = self.cf.components(self.net, q, self.context, {"item_based", "user_based"})
             cols = batch["item_idx"].unsqueeze(0).expand(len(two_tower), -1)
             parts = {c: p.gather(1, cols) for c, p in parts.items()}
         parts["two_tower"] = two_tower
@@ -137,7 +141,7 @@ class RecModule(RankingModule):
 
     def on_train_epoch_start(self) -> None:
         if self.cf.learn:  # fresh user vectors / neighbours for the hybrid's detached parts
-            self._ctx = self.build_context()
+            self.context = self.build_context()
 
     def configure_optimizers(self):
         cfg = self.optim_cfg
@@ -188,7 +192,7 @@ class RecModule(RankingModule):
             self.net.train(was_training)
 
     def on_eval_start(self) -> None:
-        self._ctx = self.build_context()
+        self.context = self.build_context()
 
     def query(self, batch: dict, ctx: CFContext) -> Query:
         """The batch's user vectors, histories and history weights for CF scoring."""
@@ -200,13 +204,13 @@ class RecModule(RankingModule):
 
     def score(self, batch: dict) -> torch.Tensor:
         """Scores of the batch's users against every item: [B, N]."""
-        ctx = self._ctx if self._ctx is not None else self.build_context()
+        ctx = self.context if self.context is not None else self.build_context()
         return self.cf.score(self.net, self.query(batch, ctx), ctx)
 
     def explain(self, batch: dict, top: torch.Tensor) -> list[list[str]] | None:
         """``because`` strings for the saved top list ``top [B, K]`` (``model.cf.explain``)."""
         if self.cf.explain <= 0 or not self.item_titles:
             return None
-        ctx = self._ctx if self._ctx is not None else self.build_context()
+        ctx = self.context if self.context is not None else self.build_context()
         q = self.query(batch, ctx)
         return explain(self.net, q, ctx, top, self.item_titles, self.cf.explain)
