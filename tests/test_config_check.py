@@ -153,6 +153,12 @@ def test_every_shipped_option_is_enumerated():
     assert {o for g, o, _ in OPTIONS if g == "model/cf"} >= {"two_tower", "hybrid"}
 
 
+@pytest.mark.parametrize("layout", ["2018", "2023", "auto"])
+def test_amazon_layout_as_the_yaml_lists_it_is_valid(layout):
+    """``data.layout=2018`` reaches the loader as an int: it must not be "expected a string"."""
+    validate_config(_plain("data=amazon", f"data.layout={layout}", "data.reviews=r.json"))
+
+
 @pytest.mark.parametrize(("group", "option", "extra"), OPTIONS, ids=lambda v: str(v))
 def test_shipped_option_is_valid(group, option, extra):
     validate_config(_plain(f"{group}={option}", *extra))

@@ -158,22 +158,24 @@ def _read_meta(path: Path, layout: str) -> pd.DataFrame:
 def load_amazon(
     reviews: str,
     meta: str | None = None,
-    layout: str = "auto",
+    layout: str | int = "auto",
     drop_missing_meta: bool = True,
     unknown_items: str = "drop",
 ) -> RecDataset:
     """Load one Amazon Reviews category: ``reviews`` file and optional ``meta`` file.
 
-    ``layout``: "auto" (from the first review's fields), "2018" or "2023". Reviewed items
+    ``layout``: "auto" (from the first review's fields), "2018" or "2023" (YAML and the
+    command line give ``data.layout=2018`` as an int: accepted). Reviewed items
     without metadata are counted in a warning and dropped (``drop_missing_meta``) or kept
     with title = item id and no category; ``unknown_items="error"`` raises instead.
     Without ``meta`` the catalogue is the reviewed items (title = item id, no categories).
     """
+    layout = str(layout)
     if layout not in ("auto", *REVIEW_FIELDS):
         raise ConfigError(f"data.layout: must be 'auto', '2018' or '2023', got {layout!r}")
     check_unknown_items_mode(unknown_items)
     reviews_path = require_file(reviews)
-    inter, layout = _read_reviews(reviews_path, str(layout))
+    inter, layout = _read_reviews(reviews_path, layout)
     extra: dict[str, Any] = {"source": "amazon", "layout": layout}
     reviewed = pd.Index(inter["item_id"].unique())
     if meta is None:
