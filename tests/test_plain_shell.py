@@ -47,7 +47,7 @@ def no_wandb_setup(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(home / ".config" / "wandb"))
     monkeypatch.chdir(tmp_path)  # no ./wandb/settings of the repository
-    monkeypatch.setattr(wandb_log, "_hinted", set())
+    monkeypatch.setattr(wandb_log, "_hinted", set(), raising=False)
     return home
 
 
