@@ -77,9 +77,13 @@ def _output_root(save_dir: str) -> str:
 
 
 def _hint_offline(save_dir: str) -> None:
-    """Log, once per output root (not again for runs inside it), that runs go offline and how
-    to upload them or go online."""
+    """Log, once per output root and process (not again for runs inside it), that runs go
+    offline and how to upload them or go online."""
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
     root = _output_root(save_dir)
+    if getattr(rank_zero_only, "rank", 0) != 0:  # DDP: the other ranks log nothing
+        return
     if any(Path(root).resolve().is_relative_to(Path(r).resolve()) for r in _hinted):
         return
     _hinted.add(root)
@@ -104,6 +108,7 @@ def wandb_logger(mode: str | None = None, save_dir: str = ".", **kwargs: Any):
         _hint_offline(str(save_dir))
         if "settings" not in kwargs and not {"WANDB_SILENT", "WANDB_QUIET"} & set(os.environ):
             kwargs["settings"] = {"silent": True}
+    Path(save_dir).mkdir(parents=True, exist_ok=True)  # W&B warns about a missing folder
     logger = WandbLogger(save_dir=save_dir, **({"mode": chosen} if chosen else {}), **kwargs)
     init = getattr(logger, "_wandb_init", {})
     if init.get("anonymous", "") is None:  # Lightning's default None only draws a W&B warning
