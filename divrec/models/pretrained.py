@@ -6,6 +6,11 @@ use. Weight hashes are cached in small marker files keyed by path, size and mtim
 ``$DIVREC_CACHE_DIR/hashes``, else ``$XDG_CACHE_HOME/divrec/hashes``, else
 ``~/.cache/divrec/hashes``) so a 90 MB file is not rehashed on every run; a file rewritten in
 place changes its mtime and is hashed again.
+
+Loading never touches the network unless the user allowed it: a local folder (or a model
+already in the Hugging Face cache) loads with ``local_files_only=True``, so no ``HF_HUB_OFFLINE``
+needs exporting; a Hub name that is not cached is one ConfigError unless ``HF_HUB_OFFLINE`` is
+set to a false value (``0``), which turns downloads on.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 from divrec.errors import ConfigError, DivrecError
@@ -23,6 +29,8 @@ log = logging.getLogger(__name__)
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 MINILM_ALIASES = frozenset({"minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"})
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
+HUB_ID = re.compile(r"[\w][\w.-]*(/[\w][\w.-]*)?")  # "name" or "namespace/name"
+KEY = "model.encoder.pretrained"  # the config key naming the weights (data.tokenizer follows it)
 
 
 def minilm_dir() -> Path:
@@ -94,23 +102,50 @@ def _is_minilm_package_dir(path: str) -> bool:
         return False
 
 
-def _local_dir(path: str) -> Path:
-    """Local folder for ``path``: itself, or its offline Hub snapshot."""
-    if Path(path).is_dir():
-        return Path(path)
+def hub_downloads_on() -> bool:
+    """Whether the user turned Hub downloads on (``HF_HUB_OFFLINE`` set to 0/false/no/off)."""
+    return os.environ.get("HF_HUB_OFFLINE", "1").strip().lower() in ("0", "false", "no", "off")
+
+
+def _cached_snapshot(name: str) -> Path | None:
+    """Folder of ``name``'s snapshot in the Hugging Face cache, or None (no network)."""
+    if not HUB_ID.fullmatch(name):
+        return None
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(path, local_files_only=True))
-    except Exception as e:
-        raise DivrecError(
-            f"model {path!r} is neither a local folder nor in the offline Hugging Face cache"
-        ) from e
+        return Path(snapshot_download(name, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached (or an unreadable cache): not found
+        return None
+
+
+def local_source(path: str) -> tuple[str, bool]:
+    """(what to pass to ``from_pretrained``, whether it is local) for a resolved model path.
+
+    A folder or a cached Hub snapshot is local; an uncached Hub name is returned as is only
+    when :func:`hub_downloads_on`; anything else is one ConfigError naming the config key.
+    """
+    if Path(path).is_dir():
+        return path, True
+    snapshot = _cached_snapshot(path)
+    if snapshot is not None:
+        return str(snapshot), True
+    if HUB_ID.fullmatch(path) and not Path(path).exists():
+        if hub_downloads_on():
+            return path, False
+        raise ConfigError(
+            f"{KEY}: {path!r} is not a local folder and downloads from the Hugging Face Hub "
+            "are off (no network); pass a local path (or export HF_HUB_OFFLINE=0 to download)"
+        )
+    raise ConfigError(f"{KEY}: {path!r} is not a local folder (the one holding config.json)")
 
 
 def weights_fingerprint(path: str) -> str:
     """Content fingerprint of a model's weight files (sha256 of each, cached by size+mtime)."""
-    folder = _local_dir(resolve_pretrained(path))
+    source, local = local_source(resolve_pretrained(path))
+    if not local:
+        raise DivrecError(f"model {source!r} is not in the offline Hugging Face cache yet")
+    folder = Path(source)
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
     if not files:
         raise DivrecError(f"{folder}: no *.safetensors or *.bin weight files")
@@ -126,10 +161,12 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
     """``AutoTokenizer`` for a model name or folder (offline)."""
     from transformers import AutoTokenizer
 
-    path = resolve_pretrained(path)
+    path, local = local_source(resolve_pretrained(path))
     _warn_remote_code(path, trust_remote_code)
     try:
-        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        return AutoTokenizer.from_pretrained(
+            path, trust_remote_code=trust_remote_code, local_files_only=local
+        )
     except (OSError, ValueError) as e:
         raise DivrecError(f"cannot load tokenizer from {path!r}: {e}") from e
 
@@ -142,7 +179,7 @@ def load_backbone(path: str, trust_remote_code: bool = False, expected_sha256: s
     """
     from transformers import AutoModel
 
-    path = resolve_pretrained(path)
+    path, local = local_source(resolve_pretrained(path))
     if expected_sha256 is None and _is_minilm_package_dir(path):
         expected_sha256 = MINILM_SHA256
     if expected_sha256 is not None:
@@ -152,6 +189,8 @@ def load_backbone(path: str, trust_remote_code: bool = False, expected_sha256: s
         verify_sha256(weights, expected_sha256)
     _warn_remote_code(path, trust_remote_code)
     try:
-        return AutoModel.from_pretrained(path, trust_remote_code=trust_remote_code)
+        return AutoModel.from_pretrained(
+            path, trust_remote_code=trust_remote_code, local_files_only=local
+        )
     except (OSError, ValueError) as e:
         raise DivrecError(f"cannot load model from {path!r}: {e}") from e

@@ -9,7 +9,6 @@ W&B is reachable and otherwise prints the sync/login steps to run first.
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -18,11 +17,12 @@ import wandb_workspaces.reports.v2 as wr
 
 from divrec.errors import ConfigError
 from divrec.reports.pareto import DEFAULT_X, DEFAULT_Y
+from divrec.run.wandb_log import explicit_mode, has_credentials, sync_command
 
 PROG = "divrec-dashboard"
 TABLE_KEY = "recommendations"  # logged by divrec.run.wandb_log.log_recommendation_table
 OFFLINE_MODES = ("offline", "disabled", "dryrun")  # WANDB_MODE values that never upload
-SYNC_CMD = "wandb sync $(find outputs -type d -name 'offline-run-*' -prune)"
+SYNC_CMD = sync_command("outputs")
 
 
 def group_filter(group: str) -> str:
@@ -103,19 +103,6 @@ def describe(report: wr.Report) -> list[str]:
     return lines
 
 
-def has_credentials() -> bool:
-    """Whether W&B credentials exist locally (env var or netrc); makes no network call."""
-    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
-        return True
-    try:  # wandb 0.31 internals: same lookup wandb itself uses, host from WANDB_BASE_URL
-        from wandb.sdk.lib.wbauth import read_netrc_auth
-
-        host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
-        return read_netrc_auth(host=host) is not None
-    except Exception:  # unreadable/invalid netrc or a changed wandb layout: treat as absent
-        return False
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="W&B Report of one group of divrec runs.")
     p.add_argument("--project", default="divrec", help="W&B project (default divrec)")
@@ -135,7 +122,7 @@ def _print_plan(report: wr.Report, argv: Sequence[str], reason: str) -> None:
     for line in describe(report):
         print(f"  - {line}")
     rerun = [a for a in argv if a != "--dry-run"]
-    mode = os.environ.get("WANDB_MODE", "").lower()
+    mode = (explicit_mode() or "").lower()
     prefix = "WANDB_MODE=online " if mode in OFFLINE_MODES else ""
     print("To publish it, run first (from the folder holding outputs/):")
     print(f"  1. {SYNC_CMD}   # upload the offline runs")
@@ -155,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dry_run:
         _print_plan(report, argv, "dry run")
         return 0
-    mode = os.environ.get("WANDB_MODE", "").lower()
+    mode = (explicit_mode() or "").lower()
     if mode in OFFLINE_MODES or not has_credentials():
         _print_plan(report, argv, f"W&B is {mode}" if mode in OFFLINE_MODES else "no W&B key")
         return 3
