@@ -117,9 +117,23 @@ class ILS(DiversityTerm):
         sim = sim.to(p.dtype)
         off = sim - torch.diag_embed(sim.diagonal())  # exclude i == j pairs
         ils = ((p @ off) * p).sum(dim=1)  # [B]
-        if self.normalize:  # sum_{i != j} p_i p_j = 1 - sum_i p_i^2
-            ils = ils / (1.0 - (p * p).sum(dim=1)).clamp_min(EPS)
+        if self.normalize:
+            ils = ils / distinct_pair_mass(p).clamp_min(torch.finfo(p.dtype).tiny)
         return ils.mean()
+
+
+def distinct_pair_mass(p: Tensor) -> Tensor:
+    """``sum_{i != j} p_i p_j`` of each row of ``p: [B, C]`` -> [B], stable when p is sharp.
+
+    Mathematically ``1 - sum_i p_i^2``, which cancels in float32 once one p_i is near 1
+    (a 25-nat logit gap leaves ~1e-10 of a value rounded at ~1e-7). Written as
+    ``sum_i p_i r_i`` with ``r_i = sum_{j != i} p_j``: ``r`` of the largest entry is the sum
+    of the others, and ``r_i = S - p_i`` (``S = sum p``) of the rest never cancels (p_i <= S/2).
+    """
+    top = p.argmax(dim=1, keepdim=True)  # [B, 1]
+    rest = p.scatter(1, top, 0.0)  # p without each row's largest entry
+    others = p.sum(dim=1, keepdim=True) - p  # r_i; used for the rest only (rest is 0 at top)
+    return p.gather(1, top).squeeze(1) * rest.sum(dim=1) + (rest * others).sum(dim=1)
 
 
 class CategoryEntropy(DiversityTerm):
