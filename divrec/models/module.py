@@ -1,9 +1,11 @@
 """``RecModule``: the LightningModule that trains the two towers.
 
 Loss = relevance (in-batch sampled softmax with logQ correction, or BPR) + lambda * diversity
-term; evaluation is inherited from :class:`~divrec.evaluation.module.RankingModule`, with
-full-catalogue scores from the CF variant ``model.cf`` (:mod:`divrec.models.cf`) and
-``because`` explanations of the saved top lists (:mod:`divrec.models.explain`).
+term; the diversity term sees the uncorrected in-batch scores (those served), never the
+logQ-tilted ones. Evaluation is inherited from
+:class:`~divrec.evaluation.module.RankingModule`, with full-catalogue scores from the CF
+variant ``model.cf`` (:mod:`divrec.models.cf`) and ``because`` explanations of the saved
+top lists (:mod:`divrec.models.explain`).
 
 With a target-aware history pooling (``additive``) the in-batch scores are computed per
 candidate (each item of the batch gets its own user vector) and handed to the relevance loss
@@ -20,7 +22,7 @@ import torch
 
 from divrec.errors import ConfigError, DivrecError
 from divrec.evaluation.module import RankingModule
-from divrec.losses import RELEVANCE_LOSSES, build_diversity_term
+from divrec.losses import RELEVANCE_LOSSES, NoDiversity, build_diversity_term, in_batch_logits
 from divrec.models.cf import CFContext, CFScorer, Query
 from divrec.models.explain import explain
 from divrec.models.towers import TwoTower
@@ -90,19 +92,20 @@ class RecModule(RankingModule):
     # --------------------------------------------------------------- training
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         log_q = self.log_q if self.use_logq else None
+        idx, temp = batch["item_idx"], self.net.temperature
         if self.net.user_tower == "history" and self.net.pool.target_aware:
-            v = self.net.item_vectors(batch["item_idx"])
+            v = self.net.item_vectors(idx)
             scores = self.net.target_scores(batch, v)  # [B, B] cosines, one user vector per item
-            eye = torch.eye(len(scores), device=scores.device, dtype=scores.dtype)
-            rel, logits = self.relevance(
-                scores, eye, batch["item_idx"], self.net.temperature, log_q
-            )
+            user, item = scores, torch.eye(len(scores), device=scores.device, dtype=scores.dtype)
         else:  # users first: the dropout RNG order of earlier versions (same seed, same run)
-            u = self.net.user_vectors(batch)
-            v = self.net.item_vectors(batch["item_idx"])
-            scores = u @ v.T
-            rel, logits = self.relevance(u, v, batch["item_idx"], self.net.temperature, log_q)
-        div = self.diversity(logits, v, self.categories[batch["item_idx"]])
+            user = self.net.user_vectors(batch)
+            item = v = self.net.item_vectors(idx)
+            scores = user @ v.T
+        rel, logits = self.relevance(user, item, idx, temp, log_q)
+        # The diversity term acts on the scores the model serves: no logQ tilt toward rare items.
+        plain = log_q is None or isinstance(self.diversity, NoDiversity)
+        served = logits if plain else in_batch_logits(user, item, idx, temp, None)
+        div = self.diversity(served, v, self.categories[idx])
         loss = rel + self.diversity_weight * div
         bs = len(batch["item_idx"])
         if self.cf.learn:
