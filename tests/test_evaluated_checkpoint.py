@@ -120,3 +120,26 @@ def test_closed_form_baseline_is_validated_once_on_its_weights(compose, tmp_path
     assert calls == [None]
     assert m["meta"]["evaluated_checkpoint"] is None and m["meta"]["evaluated_epoch"] is None
     assert 0.0 <= m["val/ndcg@10"] <= 1.0 and 0.0 <= m["test/ndcg@10"] <= 1.0
+
+
+def test_wandb_summary_is_metrics_json():
+    """The W&B run summary holds metrics.json's values (its last logged val/* is the last
+    epoch's) and the evaluated checkpoint."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.loggers import WandbLogger
+
+    from divrec.run.train import _summarise
+
+    class Recorder(WandbLogger):
+        def __init__(self) -> None:  # no W&B run
+            self.summary: dict = {}
+
+        @property
+        def experiment(self):
+            return SimpleNamespace(summary=self.summary)
+
+    lg = Recorder()
+    evaluated = {"evaluated_checkpoint": "e.ckpt", "evaluated_epoch": 1, "evaluated_step": 8}
+    _summarise([lg], {"val/ndcg@10": 0.25, "test/ndcg@10": 0.2}, evaluated)
+    assert lg.summary == {"val/ndcg@10": 0.25, "test/ndcg@10": 0.2, **evaluated}
