@@ -3,8 +3,9 @@
 Steps: seed -> data module (split saved in the run folder) -> model (+ frozen-embedding
 cache) -> Lightning fit with validation -> validate and test the best checkpoint (so ``val/*``
 and ``test/*`` of ``metrics.json`` describe the same weights, named in ``meta``) ->
-``metrics.json``, ``recommendations.parquet`` and the W&B run. ``run(cfg)`` wraps it so that a failing job is
-recorded as failed and, inside a multirun, returns NaN instead of taking the sweep down.
+``metrics.json``, ``recommendations.parquet`` and the W&B run. ``run(cfg)`` wraps it so that
+a failing job is recorded as failed and, inside a multirun, returns NaN instead of taking the
+sweep down.
 """
 
 from __future__ import annotations
@@ -174,13 +175,15 @@ def evaluated_position(ckpt: str | None, trainer: pl.Trainer | None) -> dict[str
     """``meta`` keys naming the weights behind ``val/*`` and ``test/*``: the checkpoint file
     and its epoch and global step (read from the file); without a file, the in-memory weights
     at the end of ``trainer``'s fit (None: untrained or closed-form, no position)."""
+    epoch = step = None
     if ckpt:
-        state = torch.load(ckpt, map_location="cpu", mmap=True, weights_only=True)
-        epoch, step = state.get("epoch"), state.get("global_step")
+        try:  # mmap: the weights are not read
+            state = torch.load(ckpt, map_location="cpu", mmap=True, weights_only=True)
+            epoch, step = state.get("epoch"), state.get("global_step")
+        except Exception as e:  # noqa: BLE001 - the run's results matter more than its label
+            log.warning("could not read epoch/step of %s: %s", ckpt, e)
     elif trainer is not None:
         epoch, step = trainer.current_epoch - 1, trainer.global_step
-    else:
-        epoch = step = None
     return {"evaluated_checkpoint": ckpt or None, "evaluated_epoch": epoch, "evaluated_step": step}
 
 
