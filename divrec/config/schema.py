@@ -82,6 +82,12 @@ def _diversity_terms() -> Iterable[str]:
     return DIVERSITY_TERMS
 
 
+def _diversity_scopes() -> Iterable[str]:
+    from divrec.losses import DIVERSITY_SCOPES
+
+    return DIVERSITY_SCOPES
+
+
 def _rerankers() -> Iterable[str]:
     from divrec.rerank import RERANKERS
 
@@ -244,6 +250,10 @@ class DiversitySchema:
 
     params: ClassVar = staticmethod(_diversity_ctor)
     name: str = opt("none", "diversity regulariser", choices=_diversity_terms)
+    scope: str = opt(
+        "batch", "candidates: in-batch items | each user's top_c items", choices=_diversity_scopes
+    )
+    top_c: int = opt(50, "candidates per user with scope=topk", ge=2)
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Training losses: in-batch relevance losses and differentiable diversity regularisers."""
 
 from divrec.losses.diversity import (
+    DIVERSITY_SCOPES,
     DIVERSITY_TERMS,
     ILS,
     CategoryEntropy,
@@ -18,6 +19,7 @@ from divrec.losses.relevance import (
 )
 
 __all__ = [
+    "DIVERSITY_SCOPES",
     "DIVERSITY_TERMS",
     "ILS",
     "RELEVANCE_LOSSES",

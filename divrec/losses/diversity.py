@@ -3,7 +3,8 @@
 Every term takes ``logits: [B, C]`` (users x candidate columns, e.g. the duplicate-masked
 in-batch logits of :mod:`divrec.losses.relevance`; ``-inf`` entries are allowed and get zero
 probability), ``cand_emb: [C, d]`` candidate item embeddings and ``cand_cats: [C, K]`` 0/1
-category indicators, and returns a scalar to be MINIMISED: ``loss = relevance + lambda * term``
+category indicators (or ``[B, C, d]`` / ``[B, C, K]``: a candidate set of each user's own,
+e.g. its top-C catalogue items), and returns a scalar to be MINIMISED: ``loss = relevance + lambda * term``
 pushes the model's distribution ``p = softmax(logits)`` (rowwise) towards more diverse lists.
 Terms say which inputs they need (``needs_embeddings`` / ``needs_categories``); unused ones
 may be ``None``. Duplicate candidate columns are treated as separate (identical) candidates.
@@ -24,7 +25,8 @@ EPS = 1e-12
 
 
 class DiversityTerm:
-    """Base class: ``term(logits [B, C], cand_emb [C, d] | None, cand_cats [C, K] | None)``."""
+    """Base class: ``term(logits [B, C], cand_emb [(B,) C, d] | None, cand_cats [(B,) C, K]
+    | None)``."""
 
     needs_embeddings = False
     needs_categories = False
@@ -48,8 +50,14 @@ class DiversityTerm:
             if arg is None:
                 if needed:
                     raise DataError(f"{name}: {what} is required but was None")
-            elif arg.ndim != 2 or arg.shape[0] != n_cand:
-                raise DataError(f"{name}: {what} must be [C={n_cand}, *], got {tuple(arg.shape)}")
+            elif not (
+                (arg.ndim == 2 and arg.shape[0] == n_cand)
+                or (arg.ndim == 3 and arg.shape[:2] == logits.shape)
+            ):
+                raise DataError(
+                    f"{name}: {what} must be [C={n_cand}, *] or [B, C]={tuple(logits.shape)} "
+                    f"+ [*], got {tuple(arg.shape)}"
+                )
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
@@ -57,17 +65,18 @@ class DiversityTerm:
 
 
 def cosine_similarity_matrix(emb: Tensor) -> Tensor:
-    """``sim: [C, C]`` cosine similarities of the rows of ``emb: [C, d]`` (PSD Gram matrix)."""
+    """``sim: [(B,) C, C]`` cosines of the rows of ``emb: [(B,) C, d]`` (PSD Gram matrix)."""
     unit = F.normalize(emb, dim=-1, eps=EPS)
-    return unit @ unit.T
+    return unit @ unit.mT
 
 
 def jaccard_similarity_matrix(cats: Tensor) -> Tensor:
-    """``sim: [C, C]`` Jaccard |A n B| / |A u B| of 0/1 category rows; 0 when both are empty."""
+    """``sim: [(B,) C, C]`` Jaccard |A n B| / |A u B| of 0/1 category rows ``[(B,) C, K]``;
+    0 when both are empty."""
     cats = cats.to(torch.get_default_dtype()) if not cats.is_floating_point() else cats
-    inter = cats @ cats.T
-    size = cats.sum(dim=1)
-    union = size.unsqueeze(1) + size.unsqueeze(0) - inter
+    inter = cats @ cats.mT
+    size = cats.sum(dim=-1)
+    union = size.unsqueeze(-1) + size.unsqueeze(-2) - inter
     return torch.where(union > 0, inter / union.clamp_min(EPS), torch.zeros_like(inter))
 
 
@@ -115,11 +124,30 @@ class ILS(DiversityTerm):
             sim = jaccard_similarity_matrix(cand_cats)
         p = torch.softmax(logits, dim=1)  # [B, C]
         sim = sim.to(p.dtype)
-        off = sim - torch.diag_embed(sim.diagonal())  # exclude i == j pairs
-        ils = ((p @ off) * p).sum(dim=1)  # [B]
-        if self.normalize:  # sum_{i != j} p_i p_j = 1 - sum_i p_i^2
-            ils = ils / (1.0 - (p * p).sum(dim=1)).clamp_min(EPS)
+        off = sim - torch.diag_embed(sim.diagonal(dim1=-2, dim2=-1))  # exclude i == j pairs
+        ils = (_rowmat(p, off) * p).sum(dim=1)  # [B]
+        if self.normalize:
+            ils = ils / distinct_pair_mass(p).clamp_min(torch.finfo(p.dtype).tiny)
         return ils.mean()
+
+
+def _rowmat(p: Tensor, mat: Tensor) -> Tensor:
+    """Row ``b`` of ``p: [B, C]`` times ``mat: [C, X]`` (shared) or ``mat[b]: [B, C, X]`` -> [B, X]."""
+    return p @ mat if mat.ndim == 2 else (p.unsqueeze(1) @ mat).squeeze(1)
+
+
+def distinct_pair_mass(p: Tensor) -> Tensor:
+    """``sum_{i != j} p_i p_j`` of each row of ``p: [B, C]`` -> [B], stable when p is sharp.
+
+    Mathematically ``1 - sum_i p_i^2``, which cancels in float32 once one p_i is near 1
+    (a 25-nat logit gap leaves ~1e-10 of a value rounded at ~1e-7). Written as
+    ``sum_i p_i r_i`` with ``r_i = sum_{j != i} p_j``: ``r`` of the largest entry is the sum
+    of the others, and ``r_i = S - p_i`` (``S = sum p``) of the rest never cancels (p_i <= S/2).
+    """
+    top = p.argmax(dim=1, keepdim=True)  # [B, 1]
+    rest = p.scatter(1, top, 0.0)  # p without each row's largest entry
+    others = p.sum(dim=1, keepdim=True) - p  # r_i; used for the rest only (rest is 0 at top)
+    return p.gather(1, top).squeeze(1) * rest.sum(dim=1) + (rest * others).sum(dim=1)
 
 
 class CategoryEntropy(DiversityTerm):
@@ -138,8 +166,8 @@ class CategoryEntropy(DiversityTerm):
         assert cand_cats is not None
         p = torch.softmax(logits, dim=1)  # [B, C]
         cats = cand_cats.to(p.dtype)
-        weights = cats / cats.sum(dim=1, keepdim=True).clamp_min(1.0)  # [C, K], rows sum 1 or 0
-        mass = p @ weights  # [B, K]
+        weights = cats / cats.sum(dim=-1, keepdim=True).clamp_min(1.0)  # rows sum to 1 or 0
+        mass = _rowmat(p, weights)  # [B, K]
         q = mass / mass.sum(dim=1, keepdim=True).clamp_min(EPS)
         return (q * q.clamp_min(EPS).log()).sum(dim=1).mean()
 
@@ -183,8 +211,12 @@ class DPPTerm(DiversityTerm):
         # exp(0.5 * log p~) keeps the gradient finite where p~ = 0 (masked -inf columns).
         q = torch.exp(0.5 * torch.log_softmax(top_logits, dim=1)) * math.sqrt(m)  # [B, m]
         emb = cand_emb.detach() if self.detach_embeddings else cand_emb
-        sim = cosine_similarity_matrix(emb).to(q.dtype)  # [C, C]
-        sub = sim[idx.unsqueeze(2), idx.unsqueeze(1)]  # [B, m, m]
+        sim = cosine_similarity_matrix(emb).to(q.dtype)  # [(B,) C, C]
+        if sim.ndim == 2:
+            sub = sim[idx.unsqueeze(2), idx.unsqueeze(1)]  # [B, m, m]
+        else:
+            rows = torch.arange(len(idx), device=idx.device)[:, None, None]
+            sub = sim[rows, idx.unsqueeze(2), idx.unsqueeze(1)]
         eye = torch.eye(m, dtype=q.dtype, device=q.device)
         kernel = eye + q.unsqueeze(2) * sub * q.unsqueeze(1)
         if kernel.dtype in (torch.float16, torch.bfloat16):  # no half-precision Cholesky
@@ -226,6 +258,10 @@ def _put(base: Tensor, where: Tensor, values: Tensor) -> Tensor:
     out[where] = values
     return out
 
+
+# Which candidates a term sees in training (``loss.diversity.scope``): the in-batch items
+# (``batch``) or each user's top-``top_c`` catalogue items (``topk``, divrec.models.module).
+DIVERSITY_SCOPES = ("batch", "topk")
 
 DIVERSITY_TERMS: dict[str, type[DiversityTerm]] = {
     "none": NoDiversity,

@@ -1,9 +1,11 @@
 """``RecModule``: the LightningModule that trains the two towers.
 
 Loss = relevance (in-batch sampled softmax with logQ correction, or BPR) + lambda * diversity
-term; evaluation is inherited from :class:`~divrec.evaluation.module.RankingModule`, with
-full-catalogue scores from the CF variant ``model.cf`` (:mod:`divrec.models.cf`) and
-``because`` explanations of the saved top lists (:mod:`divrec.models.explain`).
+term; the diversity term sees the uncorrected in-batch scores (those served), never the
+logQ-tilted ones. Evaluation is inherited from
+:class:`~divrec.evaluation.module.RankingModule`, with full-catalogue scores from the CF
+variant ``model.cf`` (:mod:`divrec.models.cf`) and ``because`` explanations of the saved
+top lists (:mod:`divrec.models.explain`).
 
 With a target-aware history pooling (``additive``) the in-batch scores are computed per
 candidate (each item of the batch gets its own user vector) and handed to the relevance loss
@@ -20,7 +22,13 @@ import torch
 
 from divrec.errors import ConfigError, DivrecError
 from divrec.evaluation.module import RankingModule
-from divrec.losses import RELEVANCE_LOSSES, build_diversity_term
+from divrec.losses import (
+    DIVERSITY_SCOPES,
+    RELEVANCE_LOSSES,
+    NoDiversity,
+    build_diversity_term,
+    in_batch_logits,
+)
 from divrec.models.cf import CFContext, CFScorer, Query
 from divrec.models.explain import explain
 from divrec.models.towers import TwoTower
@@ -59,6 +67,8 @@ class RecModule(RankingModule):
         self.relevance = RELEVANCE_LOSSES[name]
         self.use_logq = bool(loss.get("logq", True))
         div = dict(loss.get("diversity") or {"name": "none"})
+        self.diversity_scope = str(div.pop("scope", "batch"))
+        self.diversity_top_c = int(div.pop("top_c", 50))
         self.diversity = build_diversity_term(div.pop("name"), **div)
         self.diversity_weight = float(loss.get("diversity_weight", 0.0))
         self.optim_cfg = optim
@@ -71,6 +81,20 @@ class RecModule(RankingModule):
         self.train_users = self.train_items = torch.empty(0, dtype=torch.long)
         # A frozen backbone is not saved in checkpoints: it is the pretrained file itself.
         self.strict_loading = not self.net.frozen
+        self._check_scope()
+
+    def _check_scope(self) -> None:
+        scope = self.diversity_scope
+        if scope not in DIVERSITY_SCOPES:
+            raise ConfigError(f"loss.diversity.scope: '{scope}' unknown; choose {DIVERSITY_SCOPES}")
+        if scope != "topk":
+            return
+        if not self.net.frozen:
+            raise ConfigError("loss.diversity.scope=topk needs model.encoder.finetune=frozen")
+        if self.net.user_tower == "history" and self.net.pool.target_aware:
+            raise ConfigError("loss.diversity.scope=topk: not with a target-aware pooling")
+        if self.diversity_top_c < 2:
+            raise ConfigError(f"loss.diversity.top_c must be >= 2, got {self.diversity_top_c}")
 
     def attach(self, dm, item_base=None, user_base=None, reference=None) -> None:
         """Bind a set-up ``RecDataModule``: tokens, frozen vectors, popularity, metrics."""
@@ -94,19 +118,23 @@ class RecModule(RankingModule):
     # --------------------------------------------------------------- training
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         log_q = self.log_q if self.use_logq else None
+        idx, temp = batch["item_idx"], self.net.temperature
         if self.net.user_tower == "history" and self.net.pool.target_aware:
-            v = self.net.item_vectors(batch["item_idx"])
+            v = self.net.item_vectors(idx)
             scores = self.net.target_scores(batch, v)  # [B, B] cosines, one user vector per item
-            eye = torch.eye(len(scores), device=scores.device, dtype=scores.dtype)
-            rel, logits = self.relevance(
-                scores, eye, batch["item_idx"], self.net.temperature, log_q
-            )
+            user, item = scores, torch.eye(len(scores), device=scores.device, dtype=scores.dtype)
         else:  # users first: the dropout RNG order of earlier versions (same seed, same run)
-            u = self.net.user_vectors(batch)
-            v = self.net.item_vectors(batch["item_idx"])
-            scores = u @ v.T
-            rel, logits = self.relevance(u, v, batch["item_idx"], self.net.temperature, log_q)
-        div = self.diversity(logits, v, self.categories[batch["item_idx"]])
+            user = self.net.user_vectors(batch)
+            item = v = self.net.item_vectors(idx)
+            scores = user @ v.T
+        rel, logits = self.relevance(user, item, idx, temp, log_q)
+        # The diversity term acts on the scores the model serves: no logQ tilt toward rare items.
+        if self.diversity_scope == "topk" and not isinstance(self.diversity, NoDiversity):
+            div = self._topk_diversity(user, temp)
+        else:
+            plain = log_q is None or isinstance(self.diversity, NoDiversity)
+            served = logits if plain else in_batch_logits(user, item, idx, temp, None)
+            div = self.diversity(served, v, self.categories[idx])
         loss = rel + self.diversity_weight * div
         bs = len(batch["item_idx"])
         if self.cf.learn:
@@ -124,6 +152,28 @@ class RecModule(RankingModule):
             self.log("train/diversity", div, batch_size=bs)
             self.log("train/temperature", self.net.temperature, batch_size=bs)
         return loss
+
+    def _topk_diversity(self, u: torch.Tensor, temp: torch.Tensor) -> torch.Tensor:
+        """The diversity term over each user's top-C catalogue items (``scope: topk``).
+
+        ``u: [B, d]``. Candidates are chosen without gradient from the whole catalogue (the
+        head, in eval mode, over the cached frozen vectors; seen items are not excluded: the
+        training batch does not carry them); their vectors are then
+        recomputed with gradient, and the term sees ``logits [B, C] = u . v_c / temperature``
+        with each user's own candidates ``[B, C, d]`` and categories ``[B, C, K]``.
+        """
+        with torch.no_grad():
+            was_training = self.net.training
+            self.net.eval()  # the catalogue as served: no dropout
+            try:
+                every = self.net.all_item_vectors()  # [N, d]
+            finally:
+                self.net.train(was_training)
+            c = min(self.diversity_top_c, len(every))
+            top = (u.detach() @ every.T).topk(c, dim=1).indices  # [B, C]
+        cand = self.net.item_vectors(top.flatten()).view(*top.shape, -1)  # [B, C, d]
+        logits = (cand @ u.unsqueeze(2)).squeeze(2) / temp
+        return self.diversity(logits, cand, self.categories[top])
 
     def _hybrid_loss(self, batch: dict, two_tower: torch.Tensor, log_q) -> torch.Tensor:
         """In-batch relevance loss of the learned mix of detached component scores [B, B]."""

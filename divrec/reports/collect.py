@@ -3,7 +3,8 @@
 Run folder contract (written by the training code): ``metrics.json`` is a flat dict of metric
 keys (``"test/ndcg@10"`` -> float or null) plus a ``"meta"`` dict with ``status``, ``error``,
 ``overrides`` (Hydra task overrides), optional ``knobs`` (flat dotted key -> value the sweep
-varied) and provenance fields. ``.hydra/overrides.yaml`` next to it is the fallback source of
+varied) and provenance fields. ``val/*`` and ``test/*`` are of the same weights, named by
+``meta.evaluated_checkpoint`` / ``evaluated_epoch`` / ``evaluated_step``. ``.hydra/overrides.yaml`` next to it is the fallback source of
 overrides. Layouts vary (multirun ``0/``, ``1/``; ``diversity=0.1/``), so the search is
 recursive and a run is named by its folder relative to the sweep folder.
 """

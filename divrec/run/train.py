@@ -1,9 +1,11 @@
 """``train(cfg)``: one run from a composed Hydra config; returns the metric a sweeper optimises.
 
 Steps: seed -> data module (split saved in the run folder) -> model (+ frozen-embedding
-cache) -> Lightning fit with validation -> test on the best checkpoint -> ``metrics.json``,
-``recommendations.parquet`` and the W&B run. ``run(cfg)`` wraps it so that a failing job is
-recorded as failed and, inside a multirun, returns NaN instead of taking the sweep down.
+cache) -> Lightning fit with validation -> validate and test the best checkpoint (so ``val/*``
+and ``test/*`` of ``metrics.json`` describe the same weights, named in ``meta``) ->
+``metrics.json``, ``recommendations.parquet`` and the W&B run. ``run(cfg)`` wraps it so that
+a failing job is recorded as failed and, inside a multirun, returns NaN instead of taking the
+sweep down.
 """
 
 from __future__ import annotations
@@ -115,7 +117,11 @@ def train(cfg: DictConfig) -> float | tuple[float, ...]:
     )
     # Weights to evaluate: the best checkpoint, or a given one when train=false.
     test_ckpt = best or (None if cfg.train else _resume_path(cfg, out))
-    fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    evaluated = evaluated_position(test_ckpt, trainer if cfg.train and trains else None)
+    # fit's last validation pass describes the last epoch, not the tested weights: those are
+    # validated again below (one val pass). A closed-form fit was validated just now.
+    validated = bool(cfg.train and not trains)
+    fit_metrics = _prefixed(trainer, "val/") if validated else {}
     if ckpt_cb is not None and ckpt_cb.monitor:
         fit_metrics[f"best/{ckpt_cb.monitor}"] = val_best
 
@@ -131,17 +137,15 @@ def train(cfg: DictConfig) -> float | tuple[float, ...]:
             )
         ckpt = test_ckpt if i == 0 else None
         metrics = dict(fit_metrics)
-        if (sub or _is_multi(cfg)) and cfg.test:
-            trainer.validate(
-                module, datamodule=dm, ckpt_path=ckpt, weights_only=True, verbose=False
-            )
+        if sub or not validated:  # val/* of exactly the weights (and re-ranker) tested below
+            _validate(trainer, module, dm, ckpt, quiet=not sub)
             ckpt = None
             metrics.update(_prefixed(trainer, "val/"))
         if cfg.test:
             trainer.test(module, datamodule=dm, ckpt_path=ckpt, weights_only=True, verbose=not sub)
             metrics.update(_prefixed(trainer, "test/"))
         if trainer.is_global_zero:
-            _write_run(cfg, folder, module, dm, metrics, t0, knobs, best, trainer.loggers)
+            _write_run(cfg, folder, module, dm, metrics, t0, knobs, best, evaluated, trainer)
         results.append(metrics)
     if len(points) > 1:
         finish_wandb()
@@ -152,6 +156,35 @@ def train(cfg: DictConfig) -> float | tuple[float, ...]:
     if ckpt_cb is not None and ckpt_cb.monitor == cfg.optimized_metric and not math.isnan(val_best):
         target = val_best
     return float(target)
+
+
+def _validate(trainer: pl.Trainer, module, dm, ckpt: str | None, quiet: bool) -> None:
+    """One validation pass of ``ckpt`` (None: the weights in memory). ``quiet``: not logged
+    as a point of the per-epoch validation curve (it would be drawn at the last epoch); the
+    values reach the loggers' run summary through :func:`_write_run` instead."""
+    loggers = trainer.loggers
+    if quiet:
+        trainer.loggers = []
+    try:
+        trainer.validate(module, datamodule=dm, ckpt_path=ckpt, weights_only=True, verbose=False)
+    finally:
+        trainer.loggers = loggers
+
+
+def evaluated_position(ckpt: str | None, trainer: pl.Trainer | None) -> dict[str, Any]:
+    """``meta`` keys naming the weights behind ``val/*`` and ``test/*``: the checkpoint file
+    and its epoch and global step (read from the file); without a file, the in-memory weights
+    at the end of ``trainer``'s fit (None: untrained or closed-form, no position)."""
+    epoch = step = None
+    if ckpt:
+        try:  # mmap: the weights are not read
+            state = torch.load(ckpt, map_location="cpu", mmap=True, weights_only=True)
+            epoch, step = state.get("epoch"), state.get("global_step")
+        except Exception as e:  # noqa: BLE001 - the run's results matter more than its label
+            log.warning("could not read epoch/step of %s: %s", ckpt, e)
+    elif trainer is not None:
+        epoch, step = trainer.current_epoch - 1, trainer.global_step
+    return {"evaluated_checkpoint": ckpt or None, "evaluated_epoch": epoch, "evaluated_step": step}
 
 
 def _is_multi(cfg: DictConfig) -> bool:
@@ -166,8 +199,8 @@ def _wandb_name(cfg: DictConfig, name: str) -> dict[str, Any]:
     return {"name": name} if "wandb" in (cfg.get("logger") or {}) else {}
 
 
-def _write_run(cfg, folder: Path, module, dm, metrics, t0, knobs, best, loggers) -> None:
-    """metrics.json, recommendations.parquet and the W&B table of one evaluated run."""
+def _write_run(cfg, folder: Path, module, dm, metrics, t0, knobs, best, evaluated, trainer):
+    """metrics.json, recommendations.parquet and the W&B summary and table of one run."""
     recs = recommendations_frame(
         module.recommendations,
         dm.user_ids,
@@ -178,6 +211,7 @@ def _write_run(cfg, folder: Path, module, dm, metrics, t0, knobs, best, loggers)
         write_recommendations(folder / "recommendations.parquet", recs)
     meta = run_meta(cfg, dm, t0, status="ok")
     meta["best_checkpoint"] = best
+    meta.update(evaluated)
     if knobs:  # a sub-run keeps its job's own knobs (e.g. the seed of a multirun) too
         from divrec.reports.collect import parse_overrides
 
@@ -186,7 +220,17 @@ def _write_run(cfg, folder: Path, module, dm, metrics, t0, knobs, best, loggers)
         meta["overrides"] = [*meta["overrides"], *(f"{k}={v}" for k, v in knobs.items())]
         meta["run_name"] = f"{Path(cfg.paths.output_dir).name}/{folder.name}"
     write_metrics(folder / "metrics.json", metrics, meta)
-    log_recommendation_table(list(loggers), recs, dm)
+    _summarise(trainer.loggers, metrics, evaluated)
+    log_recommendation_table(list(trainer.loggers), recs, dm)
+
+
+def _summarise(loggers, metrics: dict[str, float], evaluated: dict[str, Any]) -> None:
+    """W&B run summary = ``metrics.json``: the last logged ``val/*`` is fit's last epoch."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for lg in loggers:
+        if isinstance(lg, WandbLogger):
+            lg.experiment.summary.update({**metrics, **evaluated})
 
 
 def _resume_path(cfg: DictConfig, out: Path) -> str | None:
