@@ -26,7 +26,7 @@ from divrec.data.history import History
 from divrec.data.preprocess import preprocess
 from divrec.data.samplers import EpochShuffle, eval_sampler
 from divrec.data.sources import load_source
-from divrec.data.split import Split, load_given_split, make_split, save_split
+from divrec.data.split import Split, given_split, make_split, save_split
 from divrec.data.text import TextConfig, TokenisedTexts, render_items, render_user_variants
 from divrec.data.text import tokenise_cached
 from divrec.errors import ConfigError
@@ -102,8 +102,9 @@ class RecDataModule(pl.LightningDataModule):
     def _pipeline(self) -> tuple[RecDataset, Split, dict[str, Any]]:
         ds = load_source(self.source, **self.source_args)
         ds, pre_stats = preprocess(ds, **self.preprocess_args)
-        split = self._split(ds)
+        split, split_stats = self._split(ds)
         stats = {**ds.stats(), **{f"preprocess/{k}": v for k, v in pre_stats.items()}}
+        stats.update(split_stats)
         return ds, split, stats
 
     def _texts(self, ds: RecDataset, split: Split):
@@ -119,29 +120,14 @@ class RecDataModule(pl.LightningDataModule):
         )
         return item_texts, user_ids, user_texts, pair_rows, n_empty
 
-    def _split(self, ds: RecDataset) -> Split:
-        """The configured split; ``method=given`` reads someone else's train/valid/test files
-        (the source still supplies the item catalogue and user texts)."""
+    def _split(self, ds: RecDataset) -> tuple[Split, dict[str, Any]]:
+        """The configured split and its stats; ``method=given`` reads someone else's files
+        (the source still supplies the item catalogue and user texts), see ``given_split``."""
         args = dict(self.split_args)
         files = {k: args.pop(k, None) for k in ("train_file", "valid_file", "test_file")}
         if args.get("method") != "given":
-            return make_split(ds.interactions, **args)
-        if not files["train_file"] or not files["test_file"]:
-            raise ConfigError("data.split: method=given needs train_file and test_file")
-        split = load_given_split(files["train_file"], files["valid_file"], files["test_file"])
-        known = set(ds.items["item_id"])
-        parts = {}
-        for name in ("train", "valid", "test"):
-            df = getattr(split, name)
-            unknown = ~df["item_id"].isin(known)
-            if unknown.any():
-                log.warning(
-                    "given %s split: dropped %d row(s) with items missing from the catalogue",
-                    name,
-                    int(unknown.sum()),
-                )
-            parts[name] = df[~unknown].reset_index(drop=True)
-        return Split(**parts, method="given", cold_items=split.cold_items)
+            return make_split(ds.interactions, **args), {}
+        return given_split(**files, known_items=set(ds.items["item_id"]))
 
     def prepare_data(self) -> None:
         """Fill the tokenisation caches (rank 0 of each node; assigns no state)."""
