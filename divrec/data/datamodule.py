@@ -28,7 +28,7 @@ from divrec.data.samplers import EpochShuffle, eval_sampler
 from divrec.data.sources import load_source
 from divrec.data.split import Split, given_split, make_split, save_split
 from divrec.data.text import TextConfig, TokenisedTexts, render_items, render_user_variants
-from divrec.data.text import tokenise_cached
+from divrec.data.text import item_tag_texts, tokenise_cached
 from divrec.errors import ConfigError
 from divrec.utils.io import fingerprint
 
@@ -109,8 +109,14 @@ class RecDataModule(pl.LightningDataModule):
 
     def _texts(self, ds: RecDataset, split: Split):
         """(item texts [N], user ids [U], user texts [(F + 1) U], text row of each training
-        pair [n_train], empty-item count); see :func:`render_user_variants` for the rows."""
-        item_texts, n_empty = render_items(ds.items, self.text_cfg.item_template)
+        pair [n_train], empty-item count); see :func:`render_user_variants` for the rows.
+        Item tags (``extra["item_tags"]``, MovieLens ``tags_as_text``) come from training
+        pairs only."""
+        items = ds.items
+        if ds.extra.get("item_tags") is not None:
+            tags = item_tag_texts(ds.extra["item_tags"], split.train)
+            items = items.assign(tags=items["item_id"].map(tags).fillna(""))
+        item_texts, n_empty = render_items(items, self.text_cfg.item_template)
         user_ids = sorted(
             set(split.train["user_id"]) | set(split.valid["user_id"]) | set(split.test["user_id"])
         )

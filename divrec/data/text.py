@@ -180,6 +180,26 @@ def render_user_variants(
     return texts, (folds + 1) * len(user_ids) + rows
 
 
+def item_tag_texts(tags: pd.DataFrame, train: pd.DataFrame | None = None) -> dict[str, str]:
+    """item_id -> its distinct tags (case-insensitive, first spelling), most used first,
+    comma-joined. ``tags``: ``user_id, item_id, tag`` rows; with ``train``, only the tags of
+    (user, item) pairs in ``train`` count, so a held-out user's tag never reaches an item."""
+    if train is not None:
+        keep = pd.MultiIndex.from_frame(tags[["user_id", "item_id"]]).isin(
+            pd.MultiIndex.from_frame(train[["user_id", "item_id"]])
+        )
+        log.info("item tags: %d of %d tag rows are on training pairs", int(keep.sum()), len(tags))
+        tags = tags[keep]
+    tags = tags.assign(key=tags["tag"].str.lower())
+    counts = tags.groupby(["item_id", "key"], sort=False).agg(
+        tag=("tag", "first"), n=("tag", "size")
+    )
+    counts = counts.reset_index().sort_values(
+        ["item_id", "n"], ascending=[True, False], kind="stable"
+    )
+    return counts.groupby("item_id", sort=False)["tag"].agg(", ".join).to_dict()
+
+
 def tokenizer_fingerprint(tokenizer) -> str:
     """Content fingerprint of a tokenizer (vocabulary, normaliser, special tokens).
 

@@ -14,7 +14,6 @@ import pytest
 
 from divrec.data.split import given_split
 from divrec.run.train import train
-from tests.conftest import ROOT, TINY_OVERRIDES
 
 TRAIN = {"u1": "AB", "u2": "AB", "u3": "ABC", "u4": "ABCD", "u5": "ACDE"}
 VALID = {"u1": "BE"}  # B is in u1's train
@@ -51,28 +50,9 @@ def test_overlapping_truth_rows_are_dropped_and_counted(tmp_path, caplog):
     assert sum("dropped 1 valid row(s)" in r.getMessage() for r in caplog.records) == 1
 
 
-def _compose(tiny_model_dir, tmp_path, *overrides: str):
-    from hydra import compose, initialize_config_dir
-
-    keep = [o for o in TINY_OVERRIDES if not o.startswith(("data.n_", "model."))]
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(
-            config_name="train",
-            overrides=[
-                *keep,
-                f"paths.output_dir={tmp_path / 'run'}",
-                f"paths.cache_dir={tmp_path / 'cache'}",
-                *overrides,
-                f"model.encoder.pretrained={tiny_model_dir}",
-            ],
-        )
-
-
-def test_recall_on_a_given_split_counts_only_rankable_truth(tiny_model_dir, tmp_path):
+def test_recall_on_a_given_split_counts_only_rankable_truth(compose_source, tmp_path):
     f = _files(tmp_path / "data")
-    cfg = _compose(
-        tiny_model_dir,
-        tmp_path,
+    cfg = compose_source(
         "data=csv",
         f"data.path={tmp_path / 'data'}",
         "data.split.method=given",
@@ -84,10 +64,10 @@ def test_recall_on_a_given_split_counts_only_rankable_truth(tiny_model_dir, tmp_
     )
     train(cfg)
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    stats = m["meta"]["data_stats"]
-    assert stats["split/dropped_overlap_valid"] == 1 and stats["split/dropped_overlap_test"] == 3
     # Top-2 of pop after masking train + valid: u1 {C, D} vs {C}: 1; u3 {D, E} vs {D, F}: 1/2;
     # u4 {E, F} vs {F}: 1; u5 {B, F} vs {B}: 1. u2's only test row (B) was in train: no user.
     # (Keeping the masked rows would give (1/3 + 0 + 1/2 + 1 + 1) / 5 = 0.567.)
     assert m["test/n_users"] == 4
     assert m["test/recall@2"] == pytest.approx((1 + 0.5 + 1 + 1) / 4)
+    stats = m["meta"]["data_stats"]
+    assert stats["split/dropped_overlap_valid"] == 1 and stats["split/dropped_overlap_test"] == 3
