@@ -27,8 +27,14 @@ from divrec.data.preprocess import preprocess
 from divrec.data.samplers import EpochShuffle, eval_sampler
 from divrec.data.sources import load_source
 from divrec.data.split import Split, given_split, make_split, save_split
-from divrec.data.text import TextConfig, TokenisedTexts, render_items, render_user_variants
-from divrec.data.text import item_tag_texts, tokenise_cached
+from divrec.data.text import (
+    TextConfig,
+    TokenisedTexts,
+    item_tag_texts,
+    render_items,
+    render_user_variants,
+    tokenise_cached,
+)
 from divrec.errors import ConfigError
 from divrec.utils.io import fingerprint
 

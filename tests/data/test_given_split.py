@@ -43,9 +43,9 @@ def test_overlapping_truth_rows_are_dropped_and_counted(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="divrec.data.split"):
         split, stats = given_split(f["train"], f["valid"], f["test"], set("ABCDEF"))
     assert stats == {"split/dropped_overlap_valid": 1, "split/dropped_overlap_test": 3}
-    assert sorted(zip(split.valid["user_id"], split.valid["item_id"])) == [("u1", "E")]
+    assert sorted(zip(split.valid["user_id"], split.valid["item_id"], strict=True)) == [("u1", "E")]
     want = [("u1", "C"), ("u3", "D"), ("u3", "F"), ("u4", "F"), ("u5", "B")]
-    assert sorted(zip(split.test["user_id"], split.test["item_id"])) == want
+    assert sorted(zip(split.test["user_id"], split.test["item_id"], strict=True)) == want
     assert len(split.train) == sum(map(len, TRAIN.values()))
     assert sum("dropped 1 valid row(s)" in r.getMessage() for r in caplog.records) == 1
 

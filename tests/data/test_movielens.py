@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from divrec.data.text import item_tag_texts
 from divrec.data.sources.movielens import ML100K_GENRES, load_movielens
+from divrec.data.text import item_tag_texts
 from divrec.errors import ConfigError, DataError
 
 # ----------------------------------------------------------------------------- fixtures

@@ -83,15 +83,12 @@ def test_text_tower_reads_the_batch_text_rows_not_the_user_rows(tiny_model_dir, 
     }
     with torch.no_grad():
         v = net.user_vectors(batch)
-        alone = torch.cat(
-            [
-                net.user_vectors(
-                    {"user_idx": torch.tensor([r]), "user_input_ids": ids[r : r + 1],
-                     "user_attention_mask": mask[r : r + 1]}
-                )
-                for r in rows.tolist()
-            ]
-        )  # fmt: skip
+        one = [
+            {"user_idx": torch.tensor([r]), "user_input_ids": ids[r : r + 1]}
+            | {"user_attention_mask": mask[r : r + 1]}
+            for r in rows.tolist()
+        ]
+        alone = torch.cat([net.user_vectors(b) for b in one])  # each text on its own
         torch.testing.assert_close(v, alone, atol=1e-5, rtol=1e-5)
         assert not torch.allclose(v[0], v[1])
         net.frozen = True  # frozen path: pooled vectors per text row
