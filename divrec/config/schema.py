@@ -335,6 +335,9 @@ class TextSchema:
     user_template: str = opt("{profile}Recently liked: {history}.", "user text template")
     user_fields: list[str] | None = opt(None, "user columns in {profile} (null: all)")
     user_history_items: int = opt(10, "recent titles in the user text", ge=0)
+    user_text_folds: int = opt(
+        2, "history folds; a training pair's user text leaves out its own fold", ge=2
+    )
     max_item_len: int = opt(32, "token limit for item texts", ge=1)
     max_user_len: int = opt(96, "token limit for user texts", ge=1)
 

@@ -26,8 +26,15 @@ from divrec.data.history import History
 from divrec.data.preprocess import preprocess
 from divrec.data.samplers import EpochShuffle, eval_sampler
 from divrec.data.sources import load_source
-from divrec.data.split import Split, load_given_split, make_split, save_split
-from divrec.data.text import TextConfig, TokenisedTexts, render_items, render_users, tokenise_cached
+from divrec.data.split import Split, given_split, make_split, save_split
+from divrec.data.text import (
+    TextConfig,
+    TokenisedTexts,
+    item_tag_texts,
+    render_items,
+    render_user_variants,
+    tokenise_cached,
+)
 from divrec.errors import ConfigError
 from divrec.utils.io import fingerprint
 
@@ -101,49 +108,45 @@ class RecDataModule(pl.LightningDataModule):
     def _pipeline(self) -> tuple[RecDataset, Split, dict[str, Any]]:
         ds = load_source(self.source, **self.source_args)
         ds, pre_stats = preprocess(ds, **self.preprocess_args)
-        split = self._split(ds)
+        split, split_stats = self._split(ds)
         stats = {**ds.stats(), **{f"preprocess/{k}": v for k, v in pre_stats.items()}}
+        stats.update(split_stats)
         return ds, split, stats
 
-    def _texts(self, ds: RecDataset, split: Split) -> tuple[list[str], list[str], list[str], int]:
-        item_texts, n_empty = render_items(ds.items, self.text_cfg.item_template)
+    def _texts(self, ds: RecDataset, split: Split):
+        """(item texts [N], user ids [U], user texts [(F + 1) U], text row of each training
+        pair [n_train], empty-item count); see :func:`render_user_variants` for the rows.
+        Item tags (``extra["item_tags"]``, MovieLens ``tags_as_text``) come from training
+        pairs only."""
+        items = ds.items
+        if ds.extra.get("item_tags") is not None:
+            tags = item_tag_texts(ds.extra["item_tags"], split.train)
+            items = items.assign(tags=items["item_id"].map(tags).fillna(""))
+        item_texts, n_empty = render_items(items, self.text_cfg.item_template)
         user_ids = sorted(
             set(split.train["user_id"]) | set(split.valid["user_id"]) | set(split.test["user_id"])
         )
         titles = dict(zip(ds.items["item_id"], ds.items["title"], strict=True))
-        user_texts = render_users(user_ids, split.train, titles, ds.users, self.text_cfg)
-        return item_texts, user_ids, user_texts, n_empty
+        user_texts, pair_rows = render_user_variants(
+            user_ids, split.train, titles, ds.users, self.text_cfg
+        )
+        return item_texts, user_ids, user_texts, pair_rows, n_empty
 
-    def _split(self, ds: RecDataset) -> Split:
-        """The configured split; ``method=given`` reads someone else's train/valid/test files
-        (the source still supplies the item catalogue and user texts)."""
+    def _split(self, ds: RecDataset) -> tuple[Split, dict[str, Any]]:
+        """The configured split and its stats; ``method=given`` reads someone else's files
+        (the source still supplies the item catalogue and user texts), see ``given_split``."""
         args = dict(self.split_args)
         files = {k: args.pop(k, None) for k in ("train_file", "valid_file", "test_file")}
         if args.get("method") != "given":
-            return make_split(ds.interactions, **args)
-        if not files["train_file"] or not files["test_file"]:
-            raise ConfigError("data.split: method=given needs train_file and test_file")
-        split = load_given_split(files["train_file"], files["valid_file"], files["test_file"])
-        known = set(ds.items["item_id"])
-        parts = {}
-        for name in ("train", "valid", "test"):
-            df = getattr(split, name)
-            unknown = ~df["item_id"].isin(known)
-            if unknown.any():
-                log.warning(
-                    "given %s split: dropped %d row(s) with items missing from the catalogue",
-                    name,
-                    int(unknown.sum()),
-                )
-            parts[name] = df[~unknown].reset_index(drop=True)
-        return Split(**parts, method="given", cold_items=split.cold_items)
+            return make_split(ds.interactions, **args), {}
+        return given_split(**files, known_items=set(ds.items["item_id"]))
 
     def prepare_data(self) -> None:
         """Fill the tokenisation caches (rank 0 of each node; assigns no state)."""
         if self._ready:  # already set up in this process: the caches exist
             return
         ds, split, _ = self._pipeline()
-        item_texts, _, user_texts, _ = self._texts(ds, split)
+        item_texts, _, user_texts, _, _ = self._texts(ds, split)
         tok = self._tokenizer()
         items = tokenise_cached(
             item_texts, tok, self.text_cfg.max_item_len, self.cache_dir, "items"
@@ -158,12 +161,14 @@ class RecDataModule(pl.LightningDataModule):
         if self._ready:
             return
         ds, split, self.stats = self._pipeline()
-        item_texts, user_ids, user_texts, n_empty = self._texts(ds, split)
+        item_texts, user_ids, user_texts, pair_rows, n_empty = self._texts(ds, split)
         tok = self._tokenizer()
         self.dataset, self.split = ds, split
         self.catalogue = Catalogue.build(ds.items, item_texts, split.train)
         self.user_ids = user_ids
         self.user_index = {u: i for i, u in enumerate(user_ids)}
+        # [(F + 1) U]: rows [0, U) the full-history texts (eval, serving); the rest are the
+        # fold variants that training pairs use (``train_text_rows``), see render_user_variants.
         self.user_texts = user_texts
         self.item_tokens: TokenisedTexts = tokenise_cached(
             item_texts, tok, self.text_cfg.max_item_len, self.cache_dir, "items"
@@ -175,6 +180,7 @@ class RecDataModule(pl.LightningDataModule):
             self, "_prepared_tokens_hit", self.item_tokens.cache_hit and self.user_tokens.cache_hit
         )
         self.train_users, self.train_items = self._encode(split.train)
+        self.train_text_rows = torch.from_numpy(pair_rows)  # [n_train] rows of user_tokens
         self.history = self._history(split.train)
         self.data_fingerprint = fingerprint(
             self.source, self.source_args, self.preprocess_args, split_fingerprint(split)
@@ -254,18 +260,23 @@ class RecDataModule(pl.LightningDataModule):
 
     def train_lengths(self) -> torch.Tensor:
         """Token length of each training pair's user + item text: [n_pairs]."""
-        user = self.user_tokens.attention_mask.sum(1)[self.train_users]
+        user = self.user_tokens.attention_mask.sum(1)[self.train_text_rows]
         item = self.item_tokens.attention_mask.sum(1)[self.train_items]
         return user + item
 
     def collate_train(self, rows: list[int]) -> dict[str, torch.Tensor]:
+        """A batch of training pairs: ``user_idx, item_idx, user_text_idx [B]`` (the text row
+        leaves out the pair's fold, so never names ``item_idx``), tokens of those texts
+        ``[B, L]``, history ``[B, H]`` without the target."""
         idx = torch.as_tensor(rows)
         users, items = self.train_users[idx], self.train_items[idx]
-        u_ids, u_mask = self.user_tokens.batch(users)
+        text_rows = self.train_text_rows[idx]
+        u_ids, u_mask = self.user_tokens.batch(text_rows)
         hist, hist_mask = self.history.batch(users, exclude=items)
         return {
             "user_idx": users,
             "item_idx": items,
+            "user_text_idx": text_rows,
             "user_input_ids": u_ids,
             "user_attention_mask": u_mask,
             "history_idx": hist,
@@ -329,6 +340,7 @@ class _EvalCollate:
         hist, hist_mask = self.dm.history.batch(users)
         return {
             "user_idx": users,
+            "user_text_idx": users,  # the full-history text: nothing to hide at evaluation
             "truth": truth,
             "seen": seen,
             "user_input_ids": u_ids,

@@ -30,6 +30,7 @@ seed, never on ``PYTHONHASHSEED`` or the input row order of distinct rows.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,8 @@ from divrec.utils.io import write_json, write_parquet
 
 SPLIT_METHODS = ("random", "temporal_loo", "global_temporal", "cold_start_items")
 PARTS = ("train", "valid", "test")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -302,3 +305,59 @@ def load_given_split(
     seen = set(train["item_id"])
     cold = sorted(set(valid["item_id"]).union(test["item_id"]) - seen)
     return Split(train, valid, test, method="given", cold_items=cold)
+
+
+def _pairs(df: pd.DataFrame) -> pd.MultiIndex:
+    return pd.MultiIndex.from_frame(df[["user_id", "item_id"]])
+
+
+def given_split(
+    train_file: str | None,
+    valid_file: str | None,
+    test_file: str | None,
+    known_items: set[str],
+) -> tuple[Split, dict[str, int]]:
+    """Read a user-supplied split and check it like the splits divrec makes itself.
+
+    No ``data.preprocess`` step (min_rating, dedup, k-core, min_user_history) applies to given
+    files: their rows are the positives as written. Two checks do: rows whose item is not in
+    the source's catalogue are dropped (per part, warned), and held-out rows that evaluation
+    would mask as seen are dropped from the truth: valid rows whose (user, item) is in train,
+    and test rows whose pair is in train or valid (test masks both). Such a row could never be
+    hit yet would count in the truth, deflating recall. Returns ``(split, stats)`` with
+    ``split/dropped_overlap_valid`` and ``split/dropped_overlap_test``.
+    """
+    if not train_file or not test_file:
+        raise ConfigError("data.split: method=given needs train_file and test_file")
+    split = load_given_split(train_file, valid_file, test_file)
+    parts = {}
+    for name in PARTS:
+        df = getattr(split, name)
+        unknown = ~df["item_id"].isin(known_items)
+        if unknown.any():
+            log.warning(
+                "given %s split: dropped %d row(s) with items missing from the catalogue",
+                name,
+                int(unknown.sum()),
+            )
+        parts[name] = df[~unknown].reset_index(drop=True)
+    train_pairs = _pairs(parts["train"])
+    in_train = _pairs(parts["valid"]).isin(train_pairs)
+    valid = parts["valid"][~in_train].reset_index(drop=True)
+    test_pairs = _pairs(parts["test"])
+    in_seen = test_pairs.isin(train_pairs) | test_pairs.isin(_pairs(valid))
+    test = parts["test"][~in_seen].reset_index(drop=True)
+    if len(test) == 0:
+        raise DataError(f"{test_file}: every test row is also in train or valid")
+    stats = {
+        "split/dropped_overlap_valid": int(in_train.sum()),
+        "split/dropped_overlap_test": int(in_seen.sum()),
+    }
+    if any(stats.values()):
+        log.warning(
+            "given split: dropped %d valid row(s) whose (user, item) is in train and %d test "
+            "row(s) whose pair is in train or valid (evaluation masks them as seen)",
+            *stats.values(),
+        )
+    out = Split(parts["train"], valid, test, method="given", cold_items=split.cold_items)
+    return out, stats

@@ -3,7 +3,9 @@
 Items are rendered with a format string over their columns, e.g.
 ``"{title}. Categories: {categories}."`` (``categories`` joined with ", "). Users are rendered
 from their demographic columns (when the source has them) plus the titles of their most
-recent N *training* items, so no valid/test item leaks into the user text.
+recent N *training* items, so no valid/test item leaks into the user text. A training pair's
+user text also leaves out the pair's own positive: each user's training rows fall into F
+folds, and a pair gets the text rendered without its fold (``render_user_variants``).
 
 Tokenised texts are stored with HF ``datasets`` under a key computed from the texts, the
 tokenizer's content and the maximum length (``Dataset.map`` on in-memory data never caches,
@@ -37,6 +39,7 @@ class TextConfig:
     user_template: str = "{profile}Recently liked: {history}."
     user_fields: list[str] | None = None  # demographic columns; None = all user columns
     user_history_items: int = 10  # titles of the most recent N training items
+    user_text_folds: int = 2  # training-pair user texts leave out the pair's fold (>= 2)
     max_item_len: int = 32
     max_user_len: int = 96
 
@@ -75,14 +78,8 @@ def render_items(items: pd.DataFrame, template: str) -> tuple[list[str], int]:
     return texts, n_empty
 
 
-def render_users(
-    user_ids: list[str],
-    train: pd.DataFrame,
-    item_titles: dict[str, str],
-    users: pd.DataFrame | None,
-    cfg: TextConfig,
-) -> list[str]:
-    """One text per user: demographic profile plus recent training-item titles."""
+def _profiles(users: pd.DataFrame | None, cfg: TextConfig) -> dict[str, str]:
+    """user_id -> rendered demographic profile ("" when the source has none)."""
     for f in template_fields(cfg.user_template):
         if f not in ("profile", "history"):
             raise ConfigError(
@@ -99,20 +96,108 @@ def render_users(
                 f"{f.replace('_', ' ')}: {v}" for f, v in zip(fields, row[1:], strict=True) if v
             ]
             profile[row[0]] = (", ".join(parts) + ". ") if parts else ""
-    recent = (
-        train.sort_values(["user_id", "timestamp"], kind="stable")
-        .groupby("user_id", sort=False)["item_id"]
-        .agg(lambda s: list(s)[-cfg.user_history_items :][::-1])
-    )
-    texts = []
-    for uid in user_ids:
-        hist = [item_titles.get(i, i) for i in recent.get(uid, [])]
-        texts.append(
-            cfg.user_template.format(
-                profile=profile.get(uid, ""), history="; ".join(hist) if hist else "nothing yet"
-            ).strip()
+    return profile
+
+
+def _time_order(train: pd.DataFrame) -> pd.DataFrame:
+    """Training rows by (user, time), stable; the index is each row's position in ``train``."""
+    return train.reset_index(drop=True).sort_values(["user_id", "timestamp"], kind="stable")
+
+
+def _user_text(cfg: TextConfig, profile: str, items: list[str], titles: dict[str, str]) -> str:
+    """The template over ``profile`` and the titles of the most recent of ``items`` (oldest
+    first in ``items``; the text lists the newest ``user_history_items`` newest first)."""
+    hist = [titles.get(i, i) for i in items[-cfg.user_history_items :][::-1]]
+    return cfg.user_template.format(
+        profile=profile, history="; ".join(hist) if hist else "nothing yet"
+    ).strip()
+
+
+def render_users(
+    user_ids: list[str],
+    train: pd.DataFrame,
+    item_titles: dict[str, str],
+    users: pd.DataFrame | None,
+    cfg: TextConfig,
+) -> list[str]:
+    """One text per user: demographic profile plus recent training-item titles."""
+    profile = _profiles(users, cfg)
+    recent = _time_order(train).groupby("user_id", sort=False)["item_id"].agg(list)
+    return [_user_text(cfg, profile.get(u, ""), recent.get(u, []), item_titles) for u in user_ids]
+
+
+def history_folds(train: pd.DataFrame, n_folds: int) -> np.ndarray:
+    """Fold of each training row, ``[len(train)]`` ints in ``[0, n_folds)``: the row's position
+    in its user's time-ordered history counted from the most recent (0), modulo ``n_folds``.
+    Deterministic; every user with >= ``n_folds`` rows has rows in every fold."""
+    order = _time_order(train)
+    folds = np.zeros(len(train), dtype=np.int64)
+    pos = order.groupby("user_id", sort=False).cumcount(ascending=False).to_numpy()
+    folds[order.index.to_numpy()] = pos % n_folds
+    return folds
+
+
+def render_user_variants(
+    user_ids: list[str],
+    train: pd.DataFrame,
+    item_titles: dict[str, str],
+    users: pd.DataFrame | None,
+    cfg: TextConfig,
+) -> tuple[list[str], np.ndarray]:
+    """User texts with and without each fold of the training history, and each training
+    pair's text row.
+
+    Returns ``(texts, pair_rows)``: ``texts`` has ``(F + 1) * U`` entries (F =
+    ``cfg.user_text_folds``, U = ``len(user_ids)``): rows ``[0, U)`` are :func:`render_users`'s
+    full-history texts (evaluation and serving); rows ``[(f + 1) U, (f + 2) U)`` leave out
+    every item of fold ``f`` (:func:`history_folds`). ``pair_rows`` ``[len(train)]``: the row
+    for each training pair, the variant of the pair's own fold, so no pair's user text names
+    its positive item (not even through a duplicate row of the same item in another fold).
+    """
+    n_folds = cfg.user_text_folds
+    if n_folds < 2:
+        raise ConfigError(f"data.text.user_text_folds: expected an int >= 2, got {n_folds!r}")
+    profile = _profiles(users, cfg)
+    index = {u: k for k, u in enumerate(user_ids)}
+    folds = history_folds(train, n_folds)
+    order = _time_order(train)
+    order_folds = folds[order.index.to_numpy()]
+    by_user: dict[str, tuple[list[str], list[int]]] = {}
+    for u, i, f in zip(order["user_id"], order["item_id"], order_folds, strict=True):
+        items, fs = by_user.setdefault(u, ([], []))
+        items.append(i)
+        fs.append(int(f))
+    texts = [""] * ((n_folds + 1) * len(user_ids))
+    for k, u in enumerate(user_ids):
+        items, fs = by_user.get(u, ([], []))
+        prof = profile.get(u, "")
+        texts[k] = _user_text(cfg, prof, items, item_titles)
+        for f in range(n_folds):
+            hidden = {i for i, g in zip(items, fs, strict=True) if g == f}
+            kept = [i for i in items if i not in hidden]
+            texts[(f + 1) * len(user_ids) + k] = _user_text(cfg, prof, kept, item_titles)
+    rows = train["user_id"].map(index).to_numpy(np.int64)
+    return texts, (folds + 1) * len(user_ids) + rows
+
+
+def item_tag_texts(tags: pd.DataFrame, train: pd.DataFrame | None = None) -> dict[str, str]:
+    """item_id -> its distinct tags (case-insensitive, first spelling), most used first,
+    comma-joined. ``tags``: ``user_id, item_id, tag`` rows; with ``train``, only the tags of
+    (user, item) pairs in ``train`` count, so a held-out user's tag never reaches an item."""
+    if train is not None:
+        keep = pd.MultiIndex.from_frame(tags[["user_id", "item_id"]]).isin(
+            pd.MultiIndex.from_frame(train[["user_id", "item_id"]])
         )
-    return texts
+        log.info("item tags: %d of %d tag rows are on training pairs", int(keep.sum()), len(tags))
+        tags = tags[keep]
+    tags = tags.assign(key=tags["tag"].str.lower())
+    counts = tags.groupby(["item_id", "key"], sort=False).agg(
+        tag=("tag", "first"), n=("tag", "size")
+    )
+    counts = counts.reset_index().sort_values(
+        ["item_id", "n"], ascending=[True, False], kind="stable"
+    )
+    return counts.groupby("item_id", sort=False)["tag"].agg(", ".join).to_dict()
 
 
 def tokenizer_fingerprint(tokenizer) -> str:

@@ -104,7 +104,10 @@ class TwoTower(nn.Module):
 
     # ------------------------------------------------------------- data
     def attach(self, item_tokens, user_tokens, item_base=None, user_base=None) -> None:
-        """Give the towers the catalogue's tokens (and frozen pooled vectors [N, H], [U, H])."""
+        """Give the towers the catalogue's tokens (and frozen pooled vectors [N, H], [T, H]).
+
+        User texts have T >= U rows: row u < U is user u's full-history text; training pairs
+        point at other rows (texts without the pair's positive) through ``user_text_idx``."""
         self.item_tokens = (item_tokens.input_ids, item_tokens.attention_mask)
         self.user_tokens = (user_tokens.input_ids, user_tokens.attention_mask)
         device = self.log_temperature.device
@@ -189,10 +192,11 @@ class TwoTower(nn.Module):
     def encode_user_texts(
         self, users: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
-        """Pooled backbone output of the batch's user texts: ``users [B]``, ``ids, mask [B, L]``
-        -> ``[B, H]``. A user met several times in the batch (training pairs of active users)
-        is encoded once, cut to the longest unique text; rows with index -1 (users unknown
-        to training, each with its own text) are always encoded."""
+        """Pooled backbone output of the batch's user texts: ``users [B]`` (text rows, see
+        :meth:`attach`), ``ids, mask [B, L]`` -> ``[B, H]``. A text met several times in the
+        batch (training pairs of active users) is encoded once, cut to the longest unique
+        text; rows with index -1 (users unknown to training, each with its own text) are
+        always encoded."""
         if bool((users < 0).any()):
             return self.user_encoder.pool_backbone(ids, mask)
         uniq, inverse = torch.unique(users, return_inverse=True)
@@ -205,16 +209,20 @@ class TwoTower(nn.Module):
     def user_vectors_and_weights(
         self, batch: dict, item_vecs: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(v_u [B, d], history pooling weights [B, H] or None for the text tower)."""
+        """(v_u [B, d], history pooling weights [B, H] or None for the text tower).
+
+        The text tower reads text row ``batch["user_text_idx"]`` [B] (default: ``user_idx``,
+        the full-history text); ID embeddings always use ``user_idx`` [B]."""
         users = batch["user_idx"]
         if self.user_tower == "history":
             h = self.history_vectors(batch["history_idx"], item_vecs)
             return self.pool_history(h, batch["history_mask"].bool(), users)
+        rows = batch.get("user_text_idx", users)
         if self.frozen:
-            base = self.user_base[users]
+            base = self.user_base[rows]
         else:
             base = self.encode_user_texts(
-                users, batch["user_input_ids"], batch["user_attention_mask"]
+                rows, batch["user_input_ids"], batch["user_attention_mask"]
             )
         v = self.user_head(base.float())
         if self.user_id is not None:

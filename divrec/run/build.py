@@ -115,7 +115,10 @@ def _device() -> str:
 
 
 def frozen_bases(module: RecModule, dm: RecDataModule, cfg: DictConfig, cache_cfg: dict):
-    """Pooled backbone vectors for all items (and user texts), from the on-disk cache."""
+    """Pooled backbone vectors for all items [N, H] (and user texts [(F + 1) U, H]), from the
+    on-disk cache. User texts are cached in two files: the full-history texts (rows [0, U),
+    what evaluation reads; the same file as a cache made before fold variants) and the
+    training variants (rows [U, (F + 1) U)), each cut to its own longest text."""
     from divrec.models.embed_cache import cached_pooled_embeddings
 
     cache = _cache(cfg)
@@ -124,12 +127,15 @@ def frozen_bases(module: RecModule, dm: RecDataModule, cfg: DictConfig, cache_cf
     bs = int(cache_cfg.get("batch_size", 128))
     t0 = time.perf_counter()
 
-    def embed(encoder, tokens, name: str):
+    def embed(encoder, tokens, name: str, rows: torch.Tensor | None = None):
+        ids, mask = (
+            (tokens.input_ids, tokens.attention_mask) if rows is None else tokens.batch(rows)
+        )
         return cached_pooled_embeddings(
             cache,
             encoder,
-            tokens.input_ids,
-            tokens.attention_mask,
+            ids,
+            mask,
             name=name,
             batch_size=bs,
             device=device,
@@ -139,7 +145,11 @@ def frozen_bases(module: RecModule, dm: RecDataModule, cfg: DictConfig, cache_cf
     item_base, hit_i = embed(module.net.item_encoder, dm.item_tokens, "items")
     user_base, hit_u = None, True
     if module.net.user_tower == "text":
-        user_base, hit_u = embed(module.net.user_encoder, dm.user_tokens, "users")
+        n_users, n_texts = len(dm.user_ids), len(dm.user_texts)
+        blocks = [("users", torch.arange(n_users)), ("users-train", torch.arange(n_users, n_texts))]
+        parts = [embed(module.net.user_encoder, dm.user_tokens, n, r) for n, r in blocks]
+        user_base = torch.cat([p for p, _ in parts])
+        hit_u = all(h for _, h in parts)
     dt = time.perf_counter() - t0
     dm.stats["cache/embeddings_hit"] = bool(hit_i and hit_u)
     dm.stats["cache/embeddings_seconds"] = round(dt, 2)

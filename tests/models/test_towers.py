@@ -65,3 +65,34 @@ def test_repeated_items_are_encoded_once_with_the_same_vectors(tiny_model_dir, t
         alone = torch.cat([net.item_vectors(torch.tensor([i])) for i in idx.tolist()])
     assert seen[0] == 3
     torch.testing.assert_close(v, alone, atol=1e-5, rtol=1e-5)
+
+
+def test_text_tower_reads_the_batch_text_rows_not_the_user_rows(tiny_model_dir, tok):
+    """Two pairs of one user with different texts (fold variants) get different vectors, each
+    that of its own text, in the trainable and the frozen path; ID embeddings follow the user."""
+    net = _towers(tiny_model_dir)
+    texts = ["likes red shoes", "tea", "red shoes only", "likes tea and shoes"]
+    enc = tok(texts, padding=True, return_tensors="pt")
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    users, rows = torch.tensor([0, 0, 1]), torch.tensor([2, 3, 1])
+    batch = {
+        "user_idx": users,
+        "user_text_idx": rows,
+        "user_input_ids": ids[rows],
+        "user_attention_mask": mask[rows],
+    }
+    with torch.no_grad():
+        v = net.user_vectors(batch)
+        one = [
+            {"user_idx": torch.tensor([r]), "user_input_ids": ids[r : r + 1]}
+            | {"user_attention_mask": mask[r : r + 1]}
+            for r in rows.tolist()
+        ]
+        alone = torch.cat([net.user_vectors(b) for b in one])  # each text on its own
+        torch.testing.assert_close(v, alone, atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(v[0], v[1])
+        net.frozen = True  # frozen path: pooled vectors per text row
+        base = torch.randn(len(texts), net.item_encoder.hidden_size)
+        net.user_base = base
+        want = torch.nn.functional.normalize(net.user_head(base[rows]), dim=-1)
+        torch.testing.assert_close(net.user_vectors(batch), want)

@@ -120,7 +120,10 @@ def load_movielens(
     When ``root`` is None or lacks the release and ``download`` is true, fetches
     ``<base_url>/<release>.zip`` into ``cache_dir`` once (verified; ``expected_sha256``
     optional), extracts it safely and reads it from there. ``tags_as_text`` adds an item
-    text column ``tags`` (distinct tags from tags.csv, most used first; CSV releases only).
+    text column ``tags`` (CSV releases only), empty here: tags.csv's rows go to
+    ``extra["item_tags"]`` (user_id, item_id, tag) and ``RecDataModule`` fills the column from
+    the tags of training (user, item) pairs only (``divrec.data.text.item_tag_texts``), so no
+    held-out user's tag reaches an item text.
     """
     if release not in RELEASES:
         raise ConfigError(f"data.release: unknown MovieLens release {release!r}; known: "
@@ -132,10 +135,11 @@ def load_movielens(
     folder = _find_folder(release, spec, root, download, cache_dir, base_url, expected_sha256)
     reader = {"csv": _read_csv_release, "1m": _read_1m, "100k": _read_100k}[spec.fmt]
     inter, items, users = reader(folder, spec)
-    if tags_as_text:
-        items["tags"] = items["item_id"].map(_read_tags(folder / "tags.csv")).fillna("")
     inter = apply_unknown_items(inter, items["item_id"], unknown_items, str(folder))
     extra = {"source": "movielens", "release": release, "folder": str(folder)}
+    if tags_as_text:
+        items["tags"] = ""
+        extra["item_tags"] = _read_tags(folder / "tags.csv")
     return RecDataset(name=release, interactions=inter, items=items, users=users, extra=extra)
 
 
@@ -194,19 +198,13 @@ def _read_csv_release(folder: Path, spec: Release):
     return inter, items, None
 
 
-def _read_tags(path: Path) -> dict[str, str]:
-    """movieId -> distinct tags (case-insensitive), most used first, comma-joined."""
-    tags = read_delimited(path, {"movieId": "id", "tag": "text"})
+def _read_tags(path: Path) -> pd.DataFrame:
+    """tags.csv as ``user_id, item_id, tag`` (ids as strings; blank tags dropped)."""
+    tags = read_delimited(path, {"userId": "id", "movieId": "id", "tag": "text"})
+    tags = tags.rename(columns={"userId": "user_id", "movieId": "item_id"})
+    tags = tags[["user_id", "item_id", "tag"]].copy()
     tags["tag"] = tags["tag"].str.strip()
-    tags = tags[tags["tag"] != ""]
-    tags["key"] = tags["tag"].str.lower()
-    counts = tags.groupby(["movieId", "key"], sort=False).agg(
-        tag=("tag", "first"), n=("tag", "size")
-    )
-    counts = counts.reset_index().sort_values(
-        ["movieId", "n"], ascending=[True, False], kind="stable"
-    )
-    return counts.groupby("movieId", sort=False)["tag"].agg(", ".join).to_dict()
+    return tags[tags["tag"] != ""].reset_index(drop=True)
 
 
 def _read_1m(folder: Path, spec: Release):
