@@ -261,7 +261,7 @@ class RerankSchema:
     """``rerank`` (conf/rerank/*.yaml)."""
 
     name: str = opt("none", "post-hoc re-ranker", choices=_rerankers)
-    diversity: float = opt(0.3, "trade-off: 0 = relevance order", ge=0, le=1)
+    diversity: float = opt(0.3, "trade-off: 0 = relevance order (DPP: a = (1-d)/(2d))", ge=0, le=1)
     candidates: int | None = opt(200, "re-rank each user's top-M (null: all)", ge=1)
     normalize: bool = opt(True, "min-max each user's top-M scores to [0, 1] before re-ranking")
 
