@@ -88,6 +88,12 @@ def _rerankers() -> Iterable[str]:
     return RERANKERS
 
 
+def _diversity_spaces() -> Iterable[str]:
+    from divrec.metrics.spaces import DIVERSITY_SPACES
+
+    return DIVERSITY_SPACES
+
+
 def _metric_names() -> Iterable[str]:
     from divrec.metrics import metric_names
 
@@ -288,6 +294,11 @@ class EvalSchema:
         + ["cat_coverage", "item_coverage", "gini", "novelty", "alpha_ndcg", "dist_coverage"],
         "metric names",
         choices=_metric_names,
+    )
+    diversity_space: str = opt(
+        "reference",
+        "item space of ild_emb (reference = what MMR/DPP optimise)",
+        choices=_diversity_spaces,
     )
 
 
