@@ -11,7 +11,8 @@ default, ``rerank.normalize``) and ``S`` the cosine similarity of the L2-normali
   ``alpha = (1 - diversity) / (2 diversity)``: 1 -> alpha = 0, the pure DPP on ``S`` (ties in
   the first pick go to the most relevant); 0.5 -> alpha = 0.5; 0.1 -> 4.5; 0 -> alpha = inf,
   the limit, returned directly as the top-k by score (the greedy's picks for any small enough
-  diversity when the top-k items' embeddings are linearly independent).
+  diversity when the top-k items' embeddings are linearly independent). With
+  ``rerank.normalize=false`` alpha multiplies raw scores, so its effect depends on their scale.
 * greedy: ``det L'_{Y+i} / det L'_Y = exp(2 alpha r_i) d_i^2`` with ``d_i^2`` the residual of
   item i in ``S`` given the picks, so each step takes ``argmax 2 alpha r_i + log d_i^2`` and then
   updates every ``d_i^2`` by an incremental Cholesky step on ``S`` (O(M k^2) per user plus one
