@@ -94,6 +94,12 @@ def _rerankers() -> Iterable[str]:
     return RERANKERS
 
 
+def _diversity_spaces() -> Iterable[str]:
+    from divrec.metrics.spaces import DIVERSITY_SPACES
+
+    return DIVERSITY_SPACES
+
+
 def _metric_names() -> Iterable[str]:
     from divrec.metrics import metric_names
 
@@ -271,7 +277,7 @@ class RerankSchema:
     """``rerank`` (conf/rerank/*.yaml)."""
 
     name: str = opt("none", "post-hoc re-ranker", choices=_rerankers)
-    diversity: float = opt(0.3, "trade-off: 0 = relevance order", ge=0, le=1)
+    diversity: float = opt(0.3, "trade-off: 0 = relevance order (DPP: a = (1-d)/(2d))", ge=0, le=1)
     candidates: int | None = opt(200, "re-rank each user's top-M (null: all)", ge=1)
     normalize: bool = opt(True, "min-max each user's top-M scores to [0, 1] before re-ranking")
 
@@ -298,6 +304,11 @@ class EvalSchema:
         + ["cat_coverage", "item_coverage", "gini", "novelty", "alpha_ndcg", "dist_coverage"],
         "metric names",
         choices=_metric_names,
+    )
+    diversity_space: str = opt(
+        "reference",
+        "item space of ild_emb (reference = what MMR/DPP optimise)",
+        choices=_diversity_spaces,
     )
 
 

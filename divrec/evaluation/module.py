@@ -6,8 +6,9 @@ For each val/test batch (:meth:`RankingModule._eval_step`, the whole path in one
 top-K) -> :class:`~divrec.metrics.RankingEvaluator`; the test pass also keeps each user's top
 ``save_topk`` list for ``recommendations.parquet``. Subclasses implement :meth:`score` only.
 
-Re-rankers and ``ild_emb`` use one fixed, model-independent item space: the frozen pretrained
-encoder's item vectors (``reference_embeddings``), so every model is measured on one scale.
+Re-rankers use one fixed, model-independent item space: the frozen pretrained encoder's item
+vectors (``reference_embeddings``), so every model is measured on one scale; ``ild_emb`` uses
+``eval.diversity_space`` (that space by default, or one no re-ranker optimises).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from divrec.errors import DataError
 from divrec.evaluation.pipeline import Ranker
 from divrec.evaluation.score_cache import ScoreCache
 from divrec.metrics import RankingEvaluator
+from divrec.metrics.spaces import diversity_space
 
 
 class RankingModule(pl.LightningModule):
@@ -35,6 +37,7 @@ class RankingModule(pl.LightningModule):
         self.metric_names = list(evaluation.get("metrics", []))
         self.ks = sorted(int(k) for k in evaluation.get("ks", [10, 20]))
         self.save_topk = int(evaluation.get("save_topk", 100))
+        self.diversity_space = str(evaluation.get("diversity_space", "reference"))
         self.rerank_cfg = dict(rerank_cfg or {"name": "none"})
         self.ranker = Ranker.from_config(self.rerank_cfg)  # side tensors set in attach_eval
         self.recommendations: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
@@ -51,7 +54,8 @@ class RankingModule(pl.LightningModule):
         self.because: list[list[str]] = []  # per saved row: explanation strings (may stay empty)
 
     def attach_eval(self, dm, reference_embeddings: torch.Tensor | None) -> None:
-        """Catalogue tensors for ranking and metrics. ``reference_embeddings``: [N, H]."""
+        """Catalogue tensors for ranking and metrics. ``reference_embeddings``: [N, H], the
+        re-rankers' space; ``ild_emb`` uses ``eval.diversity_space`` (:mod:`divrec.metrics.spaces`)."""
         self.score_cache.invalidate()  # new data: nothing scored before applies
         cat = dm.catalogue
         self.user_ids = list(dm.user_ids)  # names users in errors
@@ -68,6 +72,9 @@ class RankingModule(pl.LightningModule):
         self.ranker = Ranker.from_config(
             self.rerank_cfg, embeddings=emb, categories=cat.category_matrix
         )
+        space = None
+        if "ild_emb" in self.metric_names:
+            space = diversity_space(self.diversity_space, cat, emb)
         kw: dict[str, Any] = dict(
             metrics=self.metric_names,
             ks=self.ks,
@@ -75,7 +82,7 @@ class RankingModule(pl.LightningModule):
             popularity=cat.popularity,
             n_train_users=int((dm.history.indptr.diff() > 0).sum()),
             user_interests=dm.user_interests,
-            item_embeddings=emb if "ild_emb" in self.metric_names else None,
+            item_embeddings=space if "ild_emb" in self.metric_names else None,
         )
         self.val_metrics = RankingEvaluator(**kw, prefix="val")
         self.test_metrics = RankingEvaluator(**kw, prefix="test")

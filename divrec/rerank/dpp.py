@@ -1,20 +1,25 @@
 """Greedy MAP inference of a DPP (Chen, Zhang & Zhou, NeurIPS 2018, Algorithm 1), batched.
 
-Per user, over their top-``M`` candidates (seen items, score -inf, never enter):
+Per user, over their top-``M`` candidates (seen items, score -inf, never enter), with ``r`` the
+candidates' relevance (the scores as given; the ``Ranker`` min-max scales them to [0, 1] by
+default, ``rerank.normalize``) and ``S`` the cosine similarity of the L2-normalised embeddings
+(not clipped, so ``S`` is PSD; a zero embedding has ``S_ii = 0``):
 
-* kernel ``L = diag(q) S diag(q)``; ``S`` = cosine similarity of the L2-normalised embeddings,
-  NOT clipped (clipping can make ``S`` indefinite and break the Cholesky updates; identical to
-  a [0, 1] clip for non-negative embeddings); a zero embedding has ``S_ii = 0``.
-* ``q = exp(beta * z)``, ``z = (score - mean) / (std + eps32)`` with mean and population std
-  over the user's unseen candidates (pyversity's formulation), ``beta = (1 - diversity) * scale``;
-  computed as ``exp(beta * (z - max z))``, the same picks without overflow for large ``scale``.
-* greedy: pick ``argmax d_i^2`` (the marginal gain ``det(L_{Y+i}) / det(L_Y)``), then update
-  every ``d_i^2`` by an incremental Cholesky step: O(M k^2) per user plus one similarity row
-  per pick.
-* stop: when the best ``d_j^2 <= 1e-6 * max_i L_ii`` (the set spans the kernel; further gains
-  are round-off), the remaining slots are filled by score order of the unpicked candidates.
-* ``diversity == 0`` short-circuits to the top-k by score (beta would be 1 yet the DPP would
-  still trade off similarity, so pure relevance needs the explicit short-cut).
+* trade-off (Chen et al. 2018, Sec. 4): kernel ``L' = Diag(exp(alpha r)) S Diag(exp(alpha r))``
+  with ``alpha = theta / (2 (1 - theta))``, so ``log det L'_Y = theta / (1 - theta) * sum_Y r
+  + log det S_Y``. Their ``theta`` weighs relevance; divrec's ``diversity = 1 - theta``, hence
+  ``alpha = (1 - diversity) / (2 diversity)``: 1 -> alpha = 0, the pure DPP on ``S`` (ties in
+  the first pick go to the most relevant); 0.5 -> alpha = 0.5; 0.1 -> 4.5; 0 -> alpha = inf,
+  the limit, returned directly as the top-k by score (the greedy's picks for any small enough
+  diversity when the top-k items' embeddings are linearly independent). With
+  ``rerank.normalize=false`` alpha multiplies raw scores, so its effect depends on their scale.
+* greedy: ``det L'_{Y+i} / det L'_Y = exp(2 alpha r_i) d_i^2`` with ``d_i^2`` the residual of
+  item i in ``S`` given the picks, so each step takes ``argmax 2 alpha r_i + log d_i^2`` and then
+  updates every ``d_i^2`` by an incremental Cholesky step on ``S`` (O(M k^2) per user plus one
+  similarity row per pick). Working in the log domain, no alpha can overflow or underflow.
+* a candidate with ``d_i^2 <= 1e-6 * max_j S_jj`` lies in the span of the picks (its gain is
+  round-off) and is not picked by the greedy; once none is left, the remaining slots are filled
+  by score order of the unpicked candidates.
 
 Ties follow the rule in :mod:`divrec.rerank.candidates` (higher relevance, then lower item index).
 """
@@ -26,7 +31,6 @@ import math
 import torch
 from torch import Tensor
 
-from divrec.errors import ConfigError
 from divrec.rerank.candidates import user_candidates
 from divrec.rerank.checks import (
     check_diversity,
@@ -35,10 +39,14 @@ from divrec.rerank.checks import (
 )
 from divrec.rerank.kernels import CandidateSims, limit_cpu_threads, speculative_rows, user_chunks
 
-# Relative stopping threshold on the marginal gain d_j^2 (times the user's largest L_ii).
+# A candidate whose residual d_i^2 is at most this times the user's largest S_ii is spanned.
 DPP_EPS = 1e-6
-# Added to the standard deviation before standardising scores (float32 machine epsilon).
-STD_EPS = float(torch.finfo(torch.float32).eps)
+
+
+def relevance_weight(diversity: float) -> float:
+    """``alpha = (1 - diversity) / (2 diversity)`` of the kernel ``L'`` (inf at diversity 0)."""
+    div = check_diversity(diversity)
+    return math.inf if div == 0.0 else (1.0 - div) / (2.0 * div)
 
 
 @limit_cpu_threads
@@ -48,81 +56,64 @@ def dpp(
     k: int,
     diversity: float,
     candidates: int | None = None,
-    scale: float = 1.0,
 ) -> Tensor:
-    """Re-rank each user's candidates by greedy DPP MAP inference.
+    """Re-rank each user's candidates by greedy DPP MAP inference on ``L'`` (module docstring).
 
     ``scores: [B, N]`` (-inf = seen), ``embeddings: [N, d]`` or ``[B, N, d]``; returns
-    ``[B, k]`` int64 item indices into N, in pick order. ``diversity`` in [0, 1] (0 = top-k by
-    score, 1 = similarity only); ``scale`` >= 0 multiplies the relevance weight ``beta``.
+    ``[B, k]`` int64 item indices into N, in pick order. ``diversity`` in [0, 1]: 0 = top-k by
+    score (alpha = inf), 1 = pure DPP on the similarity (alpha = 0).
     """
-    div = check_diversity(diversity)
-    if not isinstance(scale, int | float) or not math.isfinite(scale) or scale < 0:
-        raise ConfigError(f"rerank.scale must be a finite number >= 0, got {scale!r}")
+    alpha = relevance_weight(diversity)
     k, m, idx, vals, valid = user_candidates(scores, k, candidates)
     check_embeddings(embeddings, scores.shape[0], scores.shape[1])
-    if div == 0.0:
+    if math.isinf(alpha):
         return idx[:, :k].contiguous()
-    beta = (1.0 - div) * float(scale)
     dtype = compute_dtype(scores, embeddings)
     elem = torch.finfo(dtype).bits // 8
     per_user = (speculative_rows(k, m) + k + 8) * m * elem
     out = []
     for chunk in user_chunks(scores.shape[0], per_user, scores.device):
         emb = embeddings if embeddings.dim() == 2 else embeddings[chunk]
-        pos = _dpp_positions(vals[chunk].to(dtype), valid[chunk], emb, idx[chunk], k, beta)
+        pos = _dpp_positions(vals[chunk].to(dtype), valid[chunk], emb, idx[chunk], k, alpha)
         out.append(idx[chunk].gather(1, pos))
     return torch.cat(out) if out else idx[:, :k]
 
 
-def quality(vals: Tensor, valid: Tensor, beta: float) -> Tensor:
-    """``q = exp(beta * z) / exp(beta * max z)``, z = scores standardised per user.
-
-    ``vals, valid: [b, M]`` with candidates sorted (position 0 holds the maximum). Dividing by
-    the user's largest q (a per-user constant: the greedy picks are unchanged, and the stop
-    threshold is relative) keeps q in (0, 1], so large ``scale`` cannot overflow.
-    """
-    n = valid.sum(dim=1, keepdim=True)
-    zero = torch.zeros_like(vals)
-    mean = torch.where(valid, vals, zero).sum(dim=1, keepdim=True) / n
-    centred = torch.where(valid, vals - mean, zero)
-    std = (centred.pow(2).sum(dim=1, keepdim=True) / n).sqrt()
-    z = centred / (std + STD_EPS)
-    return torch.exp(beta * (z - z[:, :1]))
-
-
 def _dpp_positions(
-    vals: Tensor, valid: Tensor, embeddings: Tensor, idx: Tensor, k: int, beta: float
+    vals: Tensor, valid: Tensor, embeddings: Tensor, idx: Tensor, k: int, alpha: float
 ) -> Tensor:
     """Greedy DPP over candidate positions; ``vals, valid, idx: [b, M]``; returns ``[b, k]``."""
     b, m = idx.shape
     sims = CandidateSims(embeddings, idx, k, vals.dtype, self_sim=True)
     users = torch.arange(b, device=idx.device)
-    q = quality(vals, valid, beta)
-    # gain = d_i^2, initially L_ii; -inf marks seen and picked candidates.
-    gain = torch.where(valid, q * q * sims.self_sim, -torch.inf)
-    limit = DPP_EPS * gain.amax(dim=1)
+    # 2 alpha r_i (0 for seen candidates, which are never free); alpha = 0 ignores r entirely.
+    rel = torch.where(valid, vals, 0.0).mul_(2.0 * alpha)
+    resid = sims.self_sim.clone()  # d_i^2 in S, initially S_ii
+    limit = DPP_EPS * torch.where(valid, resid, 0.0).amax(dim=1, keepdim=True)
+    free = valid.clone()  # not seen, not picked
     comps = torch.empty(b, max(k - 1, 1), m, dtype=vals.dtype, device=idx.device)  # c_i rows
-    done = torch.zeros(b, dtype=torch.bool, device=idx.device)
     picks = []
     for step in range(k):
-        pos = gain.argmax(dim=1)
-        best = gain[users, pos]
-        done |= best <= limit
-        if bool(done.any()):  # fill by score: the first (most relevant) candidate left
-            first_free = (gain > -torch.inf).to(torch.uint8).argmax(dim=1)
-            pos = torch.where(done, first_free, pos)
+        open_ = free & (resid > limit)
+        key = torch.where(
+            open_, rel + resid.clamp(min=torch.finfo(resid.dtype).tiny).log(), -math.inf
+        )
+        pos = key.argmax(dim=1)
+        spent = ~open_.any(dim=1)  # nothing left outside the span: fill by score
+        if bool(spent.any()):
+            pos = torch.where(spent, free.to(torch.uint8).argmax(dim=1), pos)
         picks.append(pos)
-        gain[users, pos] = -torch.inf
+        free[users, pos] = False
         if step == k - 1:
             break
-        # e_i = (L_ji - <c_j, c_i>) / d_j for the pick j; then d_i^2 -= e_i^2.
-        e = sims.rows(pos).mul_(q).mul_(q[users, pos].unsqueeze(1))
+        # e_i = (S_ji - <c_j, c_i>) / d_j for the pick j; then d_i^2 -= e_i^2.
+        e = sims.rows(pos)
         if step > 0:
             c_pos = comps[:, :step].gather(2, pos.view(b, 1, 1).expand(b, step, 1))
             e = torch.baddbmm(e.unsqueeze(1), c_pos.transpose(1, 2), comps[:, :step], alpha=-1)
             e = e.squeeze(1)
-        inv_d = torch.where(done, 0.0, best.clamp(min=torch.finfo(best.dtype).tiny).rsqrt())
+        best = resid[users, pos]
+        inv_d = torch.where(spent, 0.0, best.clamp(min=torch.finfo(best.dtype).tiny).rsqrt())
         torch.mul(e, inv_d.unsqueeze(1), out=comps[:, step])
-        gain.addcmul_(comps[:, step], comps[:, step], value=-1)
+        resid.addcmul_(comps[:, step], comps[:, step], value=-1)
     return torch.stack(picks, dim=1)

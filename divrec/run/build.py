@@ -75,7 +75,11 @@ def build_module(cfg: DictConfig, dm: RecDataModule) -> RankingModule:
 
 
 def _needs_reference(cfg: DictConfig) -> bool:
-    return cfg.rerank.get("name", "none") in ("mmr", "dpp") or "ild_emb" in cfg.eval.metrics
+    """MMR/DPP (the run's or a ``rerank_sweep.names`` entry) re-rank in the reference space;
+    ``ild_emb`` measures there when ``eval.diversity_space`` is ``reference`` (the default)."""
+    names = {cfg.rerank.get("name", "none"), *((cfg.get("rerank_sweep") or {}).get("names") or [])}
+    in_metric = cfg.eval.get("diversity_space", "reference") == "reference"
+    return bool(names & {"mmr", "dpp"}) or (in_metric and "ild_emb" in cfg.eval.metrics)
 
 
 def _cache(cfg: DictConfig):

@@ -7,7 +7,11 @@ same tie rule as divrec), gathers those embeddings and calls ``pyversity.mmr`` /
 Reported: median wall seconds of 3 repeats after a warm-up (ours and pyversity interleaved so
 both see the same load on a shared machine), wall and process-CPU-time speed-ups, our GFLOP/s
 counted as 2 * k * M * d flops per user (the minimum for k similarity rows), and the share of
-users whose k picks agree exactly (same items, same order) with pyversity.
+users whose k picks agree exactly (same items, same order) with pyversity. pyversity's DPP
+weighs ``exp(beta z)`` (z-scored scores, ``beta = (1 - diversity) * scale``) where divrec's
+weighs ``exp(alpha r)`` (``alpha = (1 - diversity) / (2 diversity)``, Chen et al. 2018); the
+loop calls it with diversity 0.5 and a per-user ``scale = 2 alpha (std + eps32)``, the same
+kernel up to a per-user constant, so the picks still agree.
 
 Run: ``python experiments/benchmarks/bench_rerank.py [--device cuda] [--diversity 0.5]``.
 """
@@ -83,14 +87,20 @@ def pyversity_loop(
 ) -> np.ndarray:
     """Per-user baseline: top-M candidates, gather their embeddings, call pyversity."""
     import pyversity
+    from pyversity.utils import EPS32
 
-    fn = pyversity.mmr if method == "mmr" else pyversity.dpp
+    from divrec.rerank.dpp import relevance_weight
+
     out = np.empty((len(scores), K), dtype=np.int64)
     for u, row in enumerate(scores):
         top = np.argpartition(-row, CANDIDATES - 1)[:CANDIDATES]
         top = top[np.lexsort((top, -row[top]))]  # score desc, then item index asc
         top = top[np.isfinite(row[top])]  # seen items never enter
-        res = fn(embeddings[top], row[top], K, diversity=diversity)
+        if method == "mmr":
+            res = pyversity.mmr(embeddings[top], row[top], K, diversity=diversity)
+        else:  # exp(beta z) with beta = 0.5 * scale = alpha * (std + eps) is exp(alpha (s - mean))
+            scale = 2.0 * relevance_weight(diversity) * (float(row[top].std()) + float(EPS32))
+            res = pyversity.dpp(embeddings[top], row[top], K, diversity=0.5, scale=scale)
         out[u] = top[res.indices]
     return out
 
