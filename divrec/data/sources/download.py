@@ -137,7 +137,7 @@ def safe_extract_zip(
                     plan.append((info, rel))
             if not plan:
                 raise DataError(f"{path}: nothing to extract under {subdir!r}")
-            with atomic_dir(target) as tmp:
+            with atomic_dir(target, replace=True) as tmp:
                 root = tmp.resolve()
                 for info, rel in plan:
                     out = (tmp / rel).resolve()
