@@ -20,6 +20,7 @@ from hydra.experimental.callback import Callback
 
 from divrec.errors import ConfigError
 from divrec.run.checkpoints import check_ckpt_path
+from divrec.utils.io import disk_error
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,12 @@ def _is_rank_zero() -> bool:
 
 
 def prepare_run_folder(cfg: Any, out: Path) -> None:
-    """Check ``ckpt_path``; remove an earlier attempt's checkpoints when training afresh."""
+    """Check ``ckpt_path``, create ``out`` (one line if it cannot be); remove an earlier attempt's checkpoints when training afresh."""
     check_ckpt_path(cfg.get("ckpt_path"))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise disk_error(out, e) from None
     ckpt_dir = out / "checkpoints"
     if not cfg.get("train", True) or cfg.get("ckpt_path") not in (None, ""):
         return

@@ -259,8 +259,8 @@ def run(cfg: DictConfig) -> float | tuple[float, ...]:
         try:
             if not finished(out) or cfg.get("overwrite", False):  # never over a finished run
                 write_metrics(out / "metrics.json", {}, run_meta(cfg, None, t0, "failed", msg))
-        except Exception:  # noqa: BLE001 - never mask the original error
-            log.exception("could not write metrics.json for the failed run")
+        except Exception as w:  # noqa: BLE001 - never mask the original error
+            log.error("could not write metrics.json for the failed run: %s", w)
         if _is_multirun():
             log.error("job failed (%s); the sweep continues with NaN", msg)
             return tuple(math.nan for _ in cfg.optimized_metric) if _is_multi(cfg) else math.nan
