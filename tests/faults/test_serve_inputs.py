@@ -127,3 +127,29 @@ def test_cli_prints_one_line_for_a_folder_without_checkpoints(tmp_path, capsys):
     assert main(["--checkpoint", str(tmp_path), "--history", "1", "--catalogue", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "Traceback" not in err, err
+
+
+@pytest.mark.slow
+def test_checkpoint_of_another_tower_in_a_run_folder_is_refused(compose, tmp_path):
+    """A history-tower checkpoint dropped into a text-tower run: one line, not other lists."""
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    from divrec.run.train import train
+    from divrec.serve.recommend import load_model
+
+    runs = {}
+    for tower in ("text", "history"):
+        out = tmp_path / tower
+        cfg = compose(f"model.user_tower={tower}", f"paths.output_dir={out}", "eval.save_topk=20")
+        train(cfg)
+        (out / ".hydra").mkdir()
+        OmegaConf.save(cfg, out / ".hydra" / "config.yaml")
+        runs[tower] = out
+    foreign = runs["text"] / "checkpoints" / "foreign.ckpt"
+    shutil.copy(runs["history"] / "checkpoints" / "epoch000.ckpt", foreign)
+    with pytest.raises(DataError) as info:
+        load_model(foreign)
+    one_line(info.value, "model.user_tower: 'history' vs 'text'")
+    assert load_model(runs["text"]).checkpoint.name == "epoch000.ckpt"  # its own one loads
