@@ -176,3 +176,12 @@ def test_run_resumes_past_a_truncated_last_ckpt(compose, tmp_path, caplog):
         train(compose("trainer.max_epochs=1", "ckpt_path=last"))
     assert "resuming from" in caplog.text and "epoch000.ckpt" in caplog.text
     assert json.loads((out / "metrics.json").read_text())["meta"]["status"] == "ok"
+
+
+def test_trainer_checkpoints_go_through_the_atomic_writer(tmp_path):
+    import lightning.pytorch as pl
+
+    cb = AtomicCheckpoint(dirpath=str(tmp_path / "checkpoints"))
+    trainer = pl.Trainer(accelerator="cpu", callbacks=[cb], logger=False, enable_progress_bar=False)
+    cb.setup(trainer, None, "fit")
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
