@@ -82,8 +82,8 @@ def inside(path: str | os.PathLike, folder: str | os.PathLike | None) -> bool:
 
 
 def own_checkpoint(path: str | None, out: Path) -> str:
-    """``path`` when it is a file inside the run folder ``out``, else ``""``."""
-    return path if path and inside(path, out) and Path(path).is_file() else ""
+    """``path`` when it lies inside the run folder ``out``, else ``""``."""
+    return path if path and inside(path, out) else ""
 
 
 def check_ckpt_path(value: Any) -> None:

@@ -110,7 +110,7 @@ def train(cfg: DictConfig) -> float | tuple[float, ...]:
     elif cfg.train:  # closed-form baseline: fitted in attach(); validate for model selection
         trainer.validate(module, datamodule=dm)
     ckpt_cb = trainer.checkpoint_callback if trains else None
-    best = own_checkpoint(ckpt_cb.best_model_path, out) if ckpt_cb and cfg.train else ""
+    best = own_checkpoint(ckpt_cb.best_model_path, out) if ckpt_cb is not None and cfg.train else ""
     val_best = (
         float(ckpt_cb.best_model_score)
         if ckpt_cb is not None and ckpt_cb.best_model_score is not None

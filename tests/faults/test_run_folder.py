@@ -84,6 +84,20 @@ def test_hydra_callback_refuses_before_hydra_writes_hydra_dir(tmp_path):
     KeepFinishedRuns().on_run_start(cfg)  # allowed
 
 
+def test_hydra_callback_refuses_a_sweep_folder_with_finished_jobs(tmp_path):
+    from omegaconf import OmegaConf
+
+    files = _finished_run(tmp_path / "sweep" / "1")
+    cfg = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "sweep")}}})
+    with pytest.raises(SystemExit) as info:
+        KeepFinishedRuns().on_multirun_start(cfg)
+    one_line(info.value.code, "sweep/1 holds a finished run")
+    _unchanged(tmp_path / "sweep" / "1", files)
+    KeepFinishedRuns().on_multirun_start(  # a fresh sweep folder: nothing to refuse
+        OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "new")}}})
+    )
+
+
 @pytest.mark.slow
 def test_cli_rerun_keeps_hydra_config_and_metrics(tiny_model_dir, tmp_path):
     out = tmp_path / "run"
