@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from divrec.errors import ConfigError
-from divrec.utils.io import atomic_dir, fingerprint
+from divrec.errors import ConfigError, DataError
+from divrec.utils.io import atomic_dir, discard_dir, fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +249,6 @@ def tokenise_cached(
     texts: list[str], tokenizer, max_len: int, cache_dir: str | Path, name: str
 ) -> TokenisedTexts:
     """Tokenise ``texts`` through HF ``datasets`` once; reuse the saved result afterwards."""
-    import datasets
 
     key = fingerprint(
         name,
@@ -258,17 +257,18 @@ def tokenise_cached(
         max_len,
     )
     path = Path(cache_dir) / "tokens" / f"{name}-{key}"
-    hit = path.exists()
+    ids = _load_tokens(path, len(texts))
+    hit = ids is not None
     if hit:
         log.info("tokenisation cache hit: %s", path)
-        ds = datasets.load_from_disk(str(path))
     else:
         log.info("tokenising %d %s texts -> %s", len(texts), name, path)
         ds = tokenise_uncached(texts, tokenizer, max_len)
-        with atomic_dir(path) as tmp:
+        with atomic_dir(path) as tmp:  # a concurrent job's identical entry may win
             ds.save_to_disk(str(tmp))
-        ds = datasets.load_from_disk(str(path))
-    ids = ds["input_ids"]
+        ids = _load_tokens(path, len(texts))
+        if ids is None:
+            raise DataError(f"{path}: token cache written but unreadable; remove the folder")
     length = max(1, max((len(x) for x in ids), default=1))
     input_ids = np.zeros((len(ids), length), dtype=np.int64)
     mask = np.zeros((len(ids), length), dtype=np.int64)
@@ -278,3 +278,27 @@ def tokenise_cached(
     pad = tokenizer.pad_token_id or 0
     input_ids[mask == 0] = pad
     return TokenisedTexts(torch.from_numpy(input_ids), torch.from_numpy(mask), hit)
+
+
+def _load_tokens(path: Path, n: int) -> list[list[int]] | None:
+    """``input_ids`` of the token cache entry ``path`` (``n`` rows), or None when absent.
+
+    A damaged entry (truncated ``.arrow``, missing files, wrong row count) is removed, like a
+    damaged embedding cache file, and None returned so the caller recomputes it.
+    """
+    import datasets
+
+    try:
+        inode = path.stat().st_ino
+    except FileNotFoundError:
+        return None
+    try:
+        ids = datasets.load_from_disk(str(path))["input_ids"]
+        ids = [list(row) for row in ids]
+        if len(ids) != n:
+            raise ValueError(f"{len(ids)} rows, expected {n}")
+        return ids
+    except Exception as e:  # noqa: BLE001 - pyarrow/datasets raise many types for bad files
+        log.warning("token cache %s unreadable (%s: %s); recomputing", path, type(e).__name__, e)
+        discard_dir(path, inode)
+        return None

@@ -40,7 +40,7 @@ def build_tiny_bert(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = BertModel(config)
-    with atomic_dir(path) as tmp:
+    with atomic_dir(path, replace=True) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
     return str(path)

@@ -95,7 +95,7 @@ def render_markdown(
     lines = [
         f"# divrec report: `{folder}`",
         "",
-        f"{len(df)} runs: {int(ok.sum())} ok, {len(bad)} failed or unreadable. "
+        f"{len(df)} runs: {int(ok.sum())} ok, {len(bad)} failed, unreadable or incomplete. "
         f"Pareto front on `{x}` vs `{y}` ({direction}): {int(df['pareto'].sum())} runs.",
         "",
         f"![Pareto front]({png_name})",
@@ -252,7 +252,9 @@ def _print_console(result: dict[str, Any]) -> None:
     console.print(table)
     n_bad = len(df) - len(ok)
     if n_bad:
-        console.print(f"[yellow]{n_bad} failed or unreadable run(s): see report.md[/yellow]")
+        console.print(
+            f"[yellow]{n_bad} failed, unreadable or incomplete run(s): see report.md[/yellow]"
+        )
     for key in ("markdown", "csv", "png"):
         console.print(f"wrote {result[key]}", markup=False, highlight=False)
 

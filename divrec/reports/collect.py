@@ -35,7 +35,8 @@ def collect_runs(folder: str | os.PathLike) -> pd.DataFrame:
     """One row per ``metrics.json`` found under ``folder`` (any depth), in natural path order.
 
     Columns: ``run`` (run folder relative to ``folder``, posix, ``"."`` for the folder itself),
-    ``status`` (``"ok"``, ``"failed"`` or ``"unreadable"``), ``error`` (str or None), then knob
+    ``status`` (``"ok"``, ``"failed"``, ``"unreadable"`` or ``"incomplete"``: a run folder
+    without ``metrics.json``, e.g. a job killed before the end), ``error`` (str or None), then knob
     columns, then metric columns (float, NaN where a run lacks the metric). The names of the
     knob and metric columns are stored in ``df.attrs["knob_columns"]`` /
     ``df.attrs["metric_columns"]``. Natural order means ``2/`` sorts before ``10/``.
@@ -44,7 +45,7 @@ def collect_runs(folder: str | os.PathLike) -> pd.DataFrame:
     when those are absent or empty too, from ``.hydra/overrides.yaml`` next to the file.
     A corrupt or unreadable ``metrics.json`` yields a row with status ``"unreadable"`` and the
     error text (knobs still come from ``.hydra/overrides.yaml`` when it is there).
-    Raises DataError when ``folder`` is missing, not a folder, or holds no ``metrics.json``.
+    Raises DataError when ``folder`` is missing, not a folder, or holds no run.
     """
     root = Path(folder)
     if not root.exists():
@@ -53,6 +54,10 @@ def collect_runs(folder: str | os.PathLike) -> pd.DataFrame:
         raise DataError(f"{root}: not a folder (expected a sweep or runs folder)")
     files = sorted(root.rglob(METRICS_FILE), key=lambda p: _natural_key(p.relative_to(root)))
     files = [f for f in files if f.is_file()]
+    files = sorted(
+        [*files, *(d / METRICS_FILE for d in incomplete_runs(root))],
+        key=lambda p: _natural_key(p.relative_to(root)),
+    )
     if not files:
         raise DataError(f"{root}: no {METRICS_FILE} found at any depth (is this a runs folder?)")
 
@@ -136,8 +141,31 @@ def parse_value(text: str) -> Any:
     return value if math.isfinite(value) else text
 
 
+RUN_MARKERS = (".hydra", "recommendations.parquet", "checkpoints", "split")
+
+
+def incomplete_runs(root: Path) -> list[Path]:
+    """Run folders under ``root`` (holding one of ``RUN_MARKERS``) without ``metrics.json``."""
+    found = set()
+    for marker in RUN_MARKERS:
+        for hit in root.rglob(marker):
+            folder = hit.parent
+            rel = folder.relative_to(root).parts
+            if any(p in RUN_MARKERS or p.startswith(".") for p in rel):
+                continue  # inside a run's own checkpoints/, split/ or a temporary folder
+            if not (folder / METRICS_FILE).exists():
+                found.add(folder)
+    return sorted(found)
+
+
 def _read_run(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, float]]:
     """(``{status, error}``, knobs, metrics) of one run; never raises on bad content."""
+    if not path.exists():
+        base = {
+            "status": "incomplete",
+            "error": f"no {METRICS_FILE}: the job was killed, crashed hard or is still running",
+        }
+        return base, _hydra_overrides(path.parent), {}
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(payload, dict):

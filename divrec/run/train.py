@@ -34,6 +34,8 @@ from divrec.run.artifacts import (
     write_recommendations,
 )
 from divrec.run.build import build_datamodule, build_module, precision
+from divrec.run.checkpoints import own_checkpoint, resume_path
+from divrec.run.folder import finished, prepare_run_folder, refuse_finished_run
 from divrec.run.wandb_log import finish_wandb, log_recommendation_table
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,7 @@ def train(cfg: DictConfig) -> float | tuple[float, ...]:
     validate_config(cfg)  # before any data is loaded: typos, types, ranges
     points = eval_points(cfg)  # a bad rerank_sweep fails now, not after training
     out = Path(cfg.paths.output_dir)
+    prepare_run_folder(cfg, out)  # ckpt_path checked; an earlier attempt's checkpoints go
     out.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
@@ -109,7 +112,7 @@ def train(cfg: DictConfig) -> float | tuple[float, ...]:
     elif cfg.train:  # closed-form baseline: fitted in attach(); validate for model selection
         trainer.validate(module, datamodule=dm)
     ckpt_cb = trainer.checkpoint_callback if trains else None
-    best = ckpt_cb.best_model_path if ckpt_cb is not None and cfg.train else ""
+    best = own_checkpoint(ckpt_cb.best_model_path, out) if ckpt_cb is not None and cfg.train else ""
     val_best = (
         float(ckpt_cb.best_model_score)
         if ckpt_cb is not None and ckpt_cb.best_model_score is not None
@@ -234,12 +237,7 @@ def _summarise(loggers, metrics: dict[str, float], evaluated: dict[str, Any]) ->
 
 
 def _resume_path(cfg: DictConfig, out: Path) -> str | None:
-    if cfg.get("ckpt_path") in (None, ""):
-        return None
-    if cfg.ckpt_path == "last":
-        last = out / "checkpoints" / "last.ckpt"
-        return str(last) if last.exists() else None
-    return str(cfg.ckpt_path)
+    return resume_path(cfg, out)  # "last": the newest intact checkpoint; URLs refused
 
 
 def run_meta(
@@ -292,6 +290,7 @@ def run(cfg: DictConfig) -> float | tuple[float, ...]:
 
     try:
         check_ddp_multirun(cfg)  # sweep-wide mistake: stop at once, one line
+        refuse_finished_run(cfg.paths.output_dir, cfg.get("overwrite", False))
     except DivrecError as e:
         raise SystemExit(f"error: {e}") from None
     t0 = time.time()
@@ -302,9 +301,10 @@ def run(cfg: DictConfig) -> float | tuple[float, ...]:
         out = Path(cfg.paths.output_dir)
         msg = f"{type(e).__name__}: {e}"
         try:
-            write_metrics(out / "metrics.json", {}, run_meta(cfg, None, t0, "failed", msg))
-        except Exception:  # noqa: BLE001 - never mask the original error
-            log.exception("could not write metrics.json for the failed run")
+            if not finished(out) or cfg.get("overwrite", False):  # never over a finished run
+                write_metrics(out / "metrics.json", {}, run_meta(cfg, None, t0, "failed", msg))
+        except Exception as w:  # noqa: BLE001 - never mask the original error
+            log.error("could not write metrics.json for the failed run: %s", w)
         if _is_multirun():
             log.error("job failed (%s); the sweep continues with NaN", msg)
             return tuple(math.nan for _ in cfg.optimized_metric) if _is_multi(cfg) else math.nan

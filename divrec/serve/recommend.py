@@ -47,6 +47,7 @@ from divrec.evaluation.pipeline import Ranker
 from divrec.models.cf import CFContext, Query
 from divrec.models.explain import explain
 from divrec.serve.catalogue import View, base_view, encode, extend
+from divrec.serve.loading import check_hparams, load_checkpoint, load_weights, locate, read_items
 
 log = logging.getLogger(__name__)
 QUERY_USER = "__query__"
@@ -65,29 +66,13 @@ class LoadedModel:
     bf16: bool = False
 
 
-def _locate(path: str | Path) -> tuple[Path, Path]:
-    """(run folder, checkpoint file) from a checkpoint path or a run folder."""
-    path = Path(path)
-    if path.is_dir():
-        run = path
-        ckpts = sorted((run / "checkpoints").glob("*.ckpt"))
-        best = [c for c in ckpts if c.name != "last.ckpt"]
-        if not ckpts:
-            raise DataError(f"{run}: no checkpoints/*.ckpt in this run folder")
-        return run, (best or ckpts)[-1]
-    if not path.is_file():
-        raise DataError(f"{path}: no such checkpoint or run folder")
-    run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    return run, path
-
-
 def load_model(checkpoint_path: str | Path, device: str = "cpu") -> LoadedModel:
     """Rebuild a run's module + data module and load its trained weights (offline)."""
     from omegaconf import OmegaConf
 
     from divrec.run.build import build_datamodule, build_module
 
-    run, ckpt = _locate(checkpoint_path)
+    run, ckpt = locate(checkpoint_path)
     cfg_file = run / ".hydra" / "config.yaml"
     if not cfg_file.is_file():
         raise DataError(f"{cfg_file}: missing; pass a checkpoint inside a divrec run folder")
@@ -99,17 +84,9 @@ def load_model(checkpoint_path: str | Path, device: str = "cpu") -> LoadedModel:
         )
     dm = build_datamodule(cfg)
     module = build_module(cfg, dm)
-    try:
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
-    except (OSError, RuntimeError, KeyError, EOFError) as e:
-        raise DataError(f"{ckpt}: not a readable Lightning checkpoint ({e})") from None
-    res = module.load_state_dict(state, strict=False)
-    missing = [k for k in res.missing_keys if ".backbone." not in k]
-    if missing or res.unexpected_keys:
-        raise DataError(
-            f"{ckpt}: does not match {cfg_file} (missing {missing[:3]}, "
-            f"unexpected {list(res.unexpected_keys)[:3]})"
-        )
+    ckpt_obj = load_checkpoint(ckpt)
+    check_hparams(ckpt, ckpt_obj.get("hyper_parameters"), module.hparams, cfg_file)
+    load_weights(module, ckpt_obj["state_dict"], ckpt, cfg_file)
     module.to(device).eval()
     from divrec.models.pretrained import load_tokenizer
 
@@ -239,17 +216,6 @@ def _run_user(m: LoadedModel, user: str):
 
 
 # --------------------------------------------------------------------- CLI
-def _read_items(path: str) -> pd.DataFrame:
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: no such catalogue file")
-    if p.suffix == ".parquet":
-        return pd.read_parquet(p)
-    if p.suffix in (".jsonl", ".json"):
-        return pd.read_json(p, lines=p.suffix == ".jsonl", dtype=False)
-    return pd.read_csv(p, dtype=str, keep_default_na=False)
-
-
 def main(argv: list[str] | None = None) -> int:
     """``divrec-recommend --checkpoint PATH (--history 1,50,260 | --user U) [--k 10] [--rerank mmr ...]``."""
     ap = argparse.ArgumentParser(prog="divrec-recommend", description=main.__doc__)
@@ -271,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         model = load_model(args.checkpoint)
         t1 = time.perf_counter()
-        extra = _read_items(args.catalogue) if args.catalogue else None
+        extra = read_items(args.catalogue) if args.catalogue else None
         history = None
         if args.history is not None:
             history = [h.strip() for h in args.history.split(",") if h.strip()]

@@ -189,13 +189,19 @@ def _locate(
 
 
 def read_header(path: Path, sep: str = ",", encoding: str = "utf-8", quoted: bool = True) -> list:
-    """Field names of the first non-blank line."""
+    """Field names of the first non-blank line; a name given twice is a DataError (pandas
+    would rename the second one and a column would silently go missing)."""
     try:
-        return next(_iter_rows(path, sep, encoding, quoted))[1]
+        header = next(_iter_rows(path, sep, encoding, quoted))[1]
     except StopIteration:
         raise DataError(f"{path}: empty file (no header)") from None
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not valid {encoding} text ({exc.reason})") from None
+    names = [h.strip() for h in header]
+    dups = sorted({h for h in names if names.count(h) > 1})
+    if dups:
+        raise DataError(f"{path}: column name(s) {dups} appear more than once in the header")
+    return header
 
 
 def read_delimited(

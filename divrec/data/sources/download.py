@@ -30,6 +30,7 @@ from divrec.utils.io import atomic_dir, atomic_path, file_sha256
 log = logging.getLogger(__name__)
 
 _SCHEMES = ("http", "https", "file")
+DIGEST_FILE = ".archive.sha256"  # inside an extracted folder: sha256 of the zip it came from
 _CHUNK = 1 << 20
 
 
@@ -113,14 +114,18 @@ def _member_path(info: zipfile.ZipInfo, archive: Path) -> PurePosixPath:
 
 
 def safe_extract_zip(
-    path: str | os.PathLike, target: str | os.PathLike, subdir: str | None = None
+    path: str | os.PathLike,
+    target: str | os.PathLike,
+    subdir: str | None = None,
+    digest: str | None = None,
 ) -> Path:
     """Extract ``path`` into the folder ``target`` (replacing it), refusing unsafe members.
 
     With ``subdir`` only members under ``subdir/`` are extracted, with that prefix removed
     (``ml-1m/ratings.dat`` -> ``target/ratings.dat``). All members are checked first; any
     absolute path, ``..`` component or symlink rejects the whole archive with DataError and
-    nothing is written. Returns ``target``.
+    nothing is written. ``digest`` (the archive's sha256) is kept in ``target/{DIGEST_FILE}``,
+    written with the folder. Returns ``target``.
     """
     path, target = Path(path), Path(target)
     prefix = PurePosixPath(subdir.strip("/")) if subdir else None
@@ -137,7 +142,7 @@ def safe_extract_zip(
                     plan.append((info, rel))
             if not plan:
                 raise DataError(f"{path}: nothing to extract under {subdir!r}")
-            with atomic_dir(target) as tmp:
+            with atomic_dir(target, replace=True) as tmp:
                 root = tmp.resolve()
                 for info, rel in plan:
                     out = (tmp / rel).resolve()
@@ -149,6 +154,8 @@ def safe_extract_zip(
                     out.parent.mkdir(parents=True, exist_ok=True)
                     with zf.open(info) as src, open(out, "wb") as dst:
                         shutil.copyfileobj(src, dst, _CHUNK)
+                if digest:
+                    (tmp / DIGEST_FILE).write_text(f"{digest}  {path.name}\n")
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
         raise DataError(f"{path}: corrupt zip archive ({exc})") from None
     return target
@@ -172,20 +179,32 @@ def fetch_zip_folder(
     """Return ``cache_dir/name``: the folder ``name/`` of the zip at ``url``, fetched once.
 
     Layout: ``<cache_dir>/<name>.zip``, ``<name>.zip.sha256`` (digest of what was
-    downloaded, checked on reuse) and the extracted ``<cache_dir>/<name>/``. A folder that
-    already holds every ``required`` file is used as is (no network). A bad cached zip is
-    fetched again; a bad downloaded zip is deleted and reported with DataError.
+    downloaded, checked on reuse) and the extracted ``<cache_dir>/<name>/`` with the digest of
+    its archive in ``DIGEST_FILE``. A folder that already holds every ``required`` file is
+    used as is (no network), but with ``expected_sha256`` only when its recorded digest is
+    the pinned one; otherwise the archive is checked (or fetched) again against the pin. A
+    bad cached zip is fetched again; a bad downloaded zip is deleted and reported with
+    DataError.
     """
     cache_dir = Path(cache_dir).expanduser()
     required = list(required)
     target = cache_dir / name
-    if target.is_dir() and all((target / r).is_file() for r in required):
-        return target
     zip_path = cache_dir / f"{name}.zip"
     sha_path = zip_path.with_name(zip_path.name + ".sha256")
+    pin = expected_sha256.strip().lower() if expected_sha256 else None
+    if target.is_dir() and all((target / r).is_file() for r in required):
+        recorded = _recorded_sha256(target / DIGEST_FILE) or _recorded_sha256(sha_path)
+        if pin is None or recorded == pin:
+            return target
+        log.warning(
+            "%s: extracted from an archive with sha256 %s, not the pinned %s; checking again",
+            target,
+            recorded or "(not recorded)",
+            pin,
+        )
     members = [f"{name}/{r}" for r in required]
     if zip_path.is_file():
-        want = (expected_sha256 or _recorded_sha256(sha_path) or "").lower()
+        want = pin or _recorded_sha256(sha_path) or ""
         try:
             if want and file_sha256(zip_path) != want:
                 raise DataError(f"{zip_path}: sha256 differs from the recorded one")
@@ -203,7 +222,8 @@ def fetch_zip_folder(
         with atomic_path(sha_path) as tmp:
             tmp.write_text(f"{digest}  {zip_path.name}\n")
     try:
-        safe_extract_zip(zip_path, target, subdir=name)
+        digest = pin or _recorded_sha256(sha_path) or file_sha256(zip_path)
+        safe_extract_zip(zip_path, target, subdir=name, digest=digest)
     except DataError:
         zip_path.unlink(missing_ok=True)
         raise
