@@ -176,7 +176,7 @@ def _run(name: str, extra: list[str], model: str, cache: Path, tmp: Path) -> Pat
         f"hydra.run.dir={out}",
         *extra,
     ]
-    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 

@@ -80,8 +80,6 @@ def test_training_beats_the_untrained_model(shop):
     assert untrained < TRAINED_MIN, f"untrained {untrained:.4f}: the threshold tests nothing"
     assert trained >= TRAINED_MIN, f"trained test/ndcg@10 {trained:.4f} < {TRAINED_MIN}"
     assert trained >= 2.0 * untrained, (trained, untrained)
-    # validation agrees: the selected checkpoint is better than the start on held-out data
-    assert shop["trained"]["best/val/ndcg@10"] >= 2.0 * shop["untrained"]["val/ndcg@10"]
 
 
 # ----------------------------------------------------------------------- diversity regulariser
