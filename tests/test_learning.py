@@ -30,17 +30,17 @@ from tests.conftest import ROOT, TINY_OVERRIDES
 LEARN = ["trainer.max_epochs=3", "trainer.limit_train_batches=null"]
 TWO_TOWER = ["model.id_embeddings=true"]
 
-# Measured (test/ndcg@10, seeds 1-5) with
-#   python /tmp/measure.py 1 2 3 4 5 -- trainer.max_epochs=3 trainer.limit_train_batches=null \
-#     model.id_embeddings=true
-# (a loop over train(compose(TINY_OVERRIDES + those + seed=s)), untrained = + train=false,
-# pop = model=pop on the same split):
-#   trained   seed 1: 0.1582
-#   untrained seed 1: 0.0364
-#   pop       seed 1: 0.2335
+# Measured 2026-12-01 (test/ndcg@10), each run = train(cfg) of TINY_OVERRIDES + LEARN +
+# TWO_TOWER + seed=s (exactly the `shop` fixture below; untrained: + train=false; pop: model=pop
+# on the same split):
+#   trained   seeds 1, 2, 4: 0.1582 0.1690 0.1891              (min 0.158, mean 0.172)
+#   untrained seeds 1-5:     0.0364 0.0243 0.0295 0.0192 0.0208 (max 0.036, mean 0.026)
+#   pop       seeds 1-5:     0.2335 0.2408 0.2117 0.2437 0.2558 (mean 0.238)
+# (seeds 3 and 5 of the trained model did not finish on the shared box in time.) The threshold
+# 0.08 sits at half the trained minimum and over twice the untrained maximum.
 # Most-popular is NOT beaten on this 300-item catalogue in 3 epochs (on the default shop_sim the
-# model reaches 0.233 vs pop 0.104, README); the margin over most-popular is asserted by
-# .ci/e2e on a 1,500-item run with the real MiniLM. Here: the margin over untrained weights.
+# model reaches 0.233 vs pop 0.104, README), so no pop margin is asserted here; .ci/e2e asserts
+# the margin over most-popular on its 1,500-item run with the real MiniLM.
 TRAINED_MIN = 0.08
 
 
