@@ -13,7 +13,7 @@ export PYTHONUNBUFFERED := 1
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: help install train test test-full lint format bench clean
+.PHONY: help install train test test-slow test-full mutants lint format bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -32,8 +32,14 @@ train: $(STAMP) ## run the main job: python train.py $(ARGS)
 test: $(STAMP) ## fast test suite (< 10 min on 2 cores)
 	WANDB_MODE=disabled $(BIN)/python -m pytest -m "not slow" -n 2 --timeout 600 $(PYTEST_ARGS)
 
+test-slow: $(STAMP) ## only the @pytest.mark.slow tests (determinism, resume, caches, DDP training)
+	WANDB_MODE=disabled $(BIN)/python -m pytest -m slow -n 2 --timeout 1800 $(PYTEST_ARGS)
+
 test-full: $(STAMP) ## all tests including @pytest.mark.slow
 	WANDB_MODE=disabled $(BIN)/python -m pytest -n 2 --timeout 1800 $(PYTEST_ARGS)
+
+mutants: $(STAMP) ## known bugs applied to a temporary copy: the fast tests must catch each (ARGS="--list")
+	$(BIN)/python -m tests.mutants $(ARGS)
 
 lint: $(STAMP) ## ruff check + format check
 	$(BIN)/ruff check .

@@ -119,3 +119,11 @@ def test_table_and_readme(sizes, tmp_path):
     assert "- **a**: 0.50x (target 0.9x)" in text
     assert "load average at start / end: 1.0 / 2.0" in text
     assert list(tmp_path.glob(".README.md.*")) == []  # atomic write left no temporary file
+
+
+def test_latency_rows(sizes):
+    """The budgets that used to be wall-clock asserts in tests are bench rows now."""
+    rows = run.latency_rows(sizes, "cpu")
+    _check(rows, 2)
+    assert [r.target for r in rows] == [1.0, 1.0]
+    assert rows[0].divrec.endswith(" s") and rows[1].divrec.endswith(" ms")

@@ -4,6 +4,7 @@ CPU DDP evaluation compared with a 1-process one."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict, read_write
 from torch.utils.data import DistributedSampler
@@ -174,7 +176,7 @@ def _run(name: str, extra: list[str], model: str, cache: Path, tmp: Path) -> Pat
         f"hydra.run.dir={out}",
         *extra,
     ]
-    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 
@@ -217,3 +219,44 @@ def test_ddp_recommendations_cover_every_user(ddp_runs):
     merged = single.merge(ddp, on=["user_id", "rank"], suffixes=("_1", "_2"))
     assert len(merged) == len(single)
     assert (merged.item_id_1 == merged.item_id_2).all()
+
+
+# --------------------------------------------------------------------------- 2-process training
+DDP_TRAIN = ["trainer=ddp", "trainer.max_epochs=2", "trainer.limit_train_batches=3"]
+
+
+@pytest.fixture(scope="module")
+def ddp_trained(tiny_model_dir, shared_cache, tmp_path_factory):
+    """A model TRAINED by 2 CPU DDP processes (gloo), then its best checkpoint evaluated again
+    by 1 process: (ddp run folder, 1-process evaluation folder)."""
+    tmp = tmp_path_factory.mktemp("ddp-train")
+    ddp = _run("ddp", ["train=true", *DDP_TRAIN], tiny_model_dir, shared_cache, tmp)
+    ckpts = sorted((ddp / "checkpoints").glob("epoch*.ckpt"))
+    assert len(ckpts) == 1, ckpts
+    again = _run("again", [f"ckpt_path={ckpts[0]}"], tiny_model_dir, shared_cache, tmp)
+    return ddp, again, ckpts[0]
+
+
+@pytest.mark.slow
+def test_ddp_training_steps_and_metrics_are_finite(ddp_trained):
+    ddp, _, ckpt = ddp_trained
+    m = _metrics(ddp)
+    assert m["meta"]["status"] == "ok" and m["test/n_users"] == 121
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    # 3 batches per epoch on each rank; the best epoch is the 1st or the 2nd.
+    assert state["global_step"] in (3, 6), state["global_step"]
+    assert state["optimizer_states"][0]["state"], "the optimizer never stepped"
+    for k in ("test/ndcg@10", "test/recall@20", "best/val/ndcg@10"):
+        assert m[k] is not None and math.isfinite(m[k]), k
+
+
+@pytest.mark.slow
+def test_ddp_trained_weights_agree_across_ranks(ddp_trained):
+    """Rank 0 saved the checkpoint, but each rank scored its own half of the users with its own
+    weights: a 1-process evaluation of the checkpoint reproduces the sharded test metrics only
+    if both ranks' training updated the weights identically."""
+    ddp, again = _metrics(ddp_trained[0]), _metrics(ddp_trained[1])
+    keys = sorted(k for k in ddp if k.startswith("test/"))
+    assert keys
+    for k in keys:
+        assert again[k] == pytest.approx(ddp[k], abs=1e-5), k

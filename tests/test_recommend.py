@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pandas as pd
 import pytest
 import torch
@@ -195,12 +193,11 @@ def test_rerank_mmr(hist_model):
     assert not diverse.score.is_monotonic_decreasing  # the model's scores, in MMR order
 
 
-def test_fifty_item_history_answers_in_under_a_second(hist_model):
+def test_fifty_item_history_answers(hist_model):
+    """Its latency (budget 1 s) is a `make bench` row (bench_latency), not an assertion."""
     history = hist_model.dm.catalogue.item_ids[:50]
-    recommend(hist_model, history, k=10)  # warm-up
-    t0 = time.perf_counter()
     recs = recommend(hist_model, history, k=10)
-    assert time.perf_counter() - t0 < 1.0 and len(recs) == 10
+    assert len(recs) == 10 and not set(recs.item_id) & set(history)
 
 
 def test_cli_prints_a_table(hist_run, hist_model, capsys):

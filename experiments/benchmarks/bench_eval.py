@@ -19,7 +19,7 @@ import resource
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,7 @@ class Sizes:
     mfu_steps: int = 20
     matmul_n: int = 8192
     rerank: bool = True  # the re-ranker row runs at its fixed evaluation shape only
+    shop_sim_sizes: dict = field(default_factory=dict)  # latency row: load_shop_sim(**these)
 
     @classmethod
     def toy(cls, model_dir: str, cache_dir: str, out_dir: str) -> Sizes:
@@ -119,6 +120,7 @@ class Sizes:
             mfu_steps=2,
             matmul_n=64,
             rerank=False,
+            shop_sim_sizes={"n_items": 200, "n_users": 80, "n_interactions": 1500},
         )
 
 

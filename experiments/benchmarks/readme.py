@@ -240,4 +240,9 @@ NOTES = """
    6 x non-embedding parameters x tokens + 12 x layers x batch x length^2 x hidden), divided
    by the card's measured bf16 rate on an 8192 x 8192 matmul (not the datasheet). Without a
    GPU the row says so.
+8. **data, shop_sim generation** and **serve, recommend() 50-item history** (`bench_latency`):
+   wall-clock budgets that used to be test assertions (tests assert behaviour, benchmarks
+   time it): `load_shop_sim()` at its default sizes (5,000 items, 60,000 rows; budget 2 s)
+   and one warm `recommend()` call of a short history-tower run for a 50-item history
+   (budget 1 s); ratio = budget / measured seconds (>= 1 meets the budget).
 """

@@ -7,7 +7,8 @@ Rows (see ``NOTES`` in :mod:`experiments.benchmarks.readme` for what each measur
    pairs (frozen cache = heads only; full MiniLM fine-tuning), and vs sentence-transformers;
 3. full-catalogue evaluation throughput and peak memory (``trainer.validate``);
 4. one epoch with the frozen-embedding cache vs running the frozen backbone every step;
-5. on a GPU: the same rows on the GPU plus model FLOP utilisation of full fine-tuning.
+5. on a GPU: the same rows on the GPU plus model FLOP utilisation of full fine-tuning;
+6. latency budgets: default shop_sim generation and one ``recommend()`` call (``bench_latency``).
 
 Data: ml-latest-small when ``DIVREC_DATA_DIR`` is set, else the built-in ``shop_sim``. Sizes are
 modest (tens of encoder steps) so the whole run fits in 10 minutes on 2 shared CPU cores; the
@@ -264,6 +265,34 @@ def mfu_rows(sizes: Sizes, device: str) -> list[Row]:
     ]
 
 
+def latency_rows(sizes: Sizes, device: str = "cpu") -> list[Row]:
+    """Row 6: latency budgets (default shop_sim generation, one ``recommend()`` call)."""
+    from experiments.benchmarks import bench_latency as bl
+
+    gen = bl.shop_sim_seconds(**sizes.shop_sim_sizes)
+    what = "default sizes" if not sizes.shop_sim_sizes else str(sizes.shop_sim_sizes)
+    ckpt = bl.history_run(bench_eval._overrides(sizes, device), Path(sizes.out_dir) / "latency")
+    rec = bl.recommend_seconds(ckpt)
+    return [
+        Row(
+            "data, shop_sim generation",
+            f"{gen:.2f} s",
+            f"{bl.SHOP_SIM_BUDGET_S:.1f} s budget",
+            bl.SHOP_SIM_BUDGET_S / gen,
+            1.0,
+            f"load_shop_sim() at {what}, median of 3, wall-clock",
+        ),
+        Row(
+            "serve, recommend() 50-item history",
+            f"{rec * 1e3:.0f} ms",
+            f"{bl.RECOMMEND_BUDGET_S:.1f} s budget",
+            bl.RECOMMEND_BUDGET_S / rec,
+            1.0,
+            "history tower, warm model, k=10, median of 5, wall-clock",
+        ),
+    ]
+
+
 def gpu_rows(sizes: Sizes) -> list[Row]:
     """Row 5: the table again on the GPU plus MFU, or one row saying there is none."""
     if not torch.cuda.is_available():
@@ -304,6 +333,7 @@ def all_rows(sizes: Sizes, device: str = "cpu") -> list[Row]:
     rows += _safe("eval", with_setup(eval_rows))
     rows += _safe("epoch cache", with_setup(cache_rows))
     if device == "cpu":
+        rows += _safe("latency", lambda: latency_rows(sizes, device))
         rows += gpu_rows(sizes)
     return rows
 
