@@ -33,11 +33,11 @@ TWO_TOWER = ["model.id_embeddings=true"]
 # Measured 2026-12-01 (test/ndcg@10), each run = train(cfg) of TINY_OVERRIDES + LEARN +
 # TWO_TOWER + seed=s (exactly the `shop` fixture below; untrained: + train=false; pop: model=pop
 # on the same split):
-#   trained   seeds 1, 2, 4: 0.1582 0.1690 0.1891              (min 0.158, mean 0.172)
+#   trained   seeds 1-5:     0.1582 0.1690 0.1302 0.1891 0.1971 (min 0.130, mean 0.169)
 #   untrained seeds 1-5:     0.0364 0.0243 0.0295 0.0192 0.0208 (max 0.036, mean 0.026)
 #   pop       seeds 1-5:     0.2335 0.2408 0.2117 0.2437 0.2558 (mean 0.238)
-# (seeds 3 and 5 of the trained model did not finish on the shared box in time.) The threshold
-# 0.08 sits at half the trained minimum and over twice the untrained maximum.
+# The threshold 0.08 sits well under the trained minimum and over twice the untrained maximum;
+# every seed's trained/untrained ratio is >= 4.3.
 # Most-popular is NOT beaten on this 300-item catalogue in 3 epochs (on the default shop_sim the
 # model reaches 0.233 vs pop 0.104, README), so no pop margin is asserted here; .ci/e2e asserts
 # the margin over most-popular on its 1,500-item run with the real MiniLM.
@@ -84,6 +84,8 @@ def test_training_beats_the_untrained_model(shop):
 
 # ----------------------------------------------------------------------- diversity regulariser
 DIVERSITY = ["loss/diversity=category_entropy", "trainer.max_steps=30", "trainer.max_epochs=5"]
+DIV_WEIGHT = 1.0
+DIV_MARGIN = 0.003  # under half the smallest measured difference (0.0069)
 
 
 def _term_after_training(compose, weight: float, seed: int) -> float:
@@ -115,11 +117,9 @@ def _term_after_training(compose, weight: float, seed: int) -> float:
 def test_diversity_regulariser_lowers_its_term(compose):
     """loss = relevance + λ·term is minimised: with λ > 0 the term must end lower than with
     λ = 0 from the same start (a flipped sign raises it). Measured (seeds 1-5, same command as
-    this test): DIVERSITY_NUMBERS."""
-    plain = _term_after_training(compose, 0.0, seed=1)
-    regularised = _term_after_training(compose, DIV_WEIGHT, seed=1)
+    this test, term after 30 steps at λ = 0 vs λ = 1; more negative = more diverse):
+    seed 1: -3.2708 vs -3.2836, 2: -3.3060 vs -3.3187, 3: -3.2737 vs -3.2806,
+    4: -3.3295 vs -3.3410, 5: -3.3010 vs -3.3126 (difference min 0.0069, mean 0.0111)."""
+    plain = _term_after_training(compose, 0.0, seed=4)
+    regularised = _term_after_training(compose, DIV_WEIGHT, seed=4)
     assert regularised < plain - DIV_MARGIN, (regularised, plain)
-
-
-DIV_WEIGHT = 1.0
-DIV_MARGIN = 0.0
