@@ -35,9 +35,8 @@ from divrec.rerank.candidates import user_candidates
 from divrec.rerank.checks import (
     check_diversity,
     check_embeddings,
-    compute_dtype,
 )
-from divrec.rerank.kernels import CandidateSims, limit_cpu_threads, speculative_rows, user_chunks
+from divrec.rerank.kernels import CandidateSims, greedy_in_chunks, limit_cpu_threads
 
 # A candidate whose residual d_i^2 is at most this times the user's largest S_ii is spanned.
 DPP_EPS = 1e-6
@@ -68,15 +67,7 @@ def dpp(
     check_embeddings(embeddings, scores.shape[0], scores.shape[1])
     if math.isinf(alpha):
         return idx[:, :k].contiguous()
-    dtype = compute_dtype(scores, embeddings)
-    elem = torch.finfo(dtype).bits // 8
-    per_user = (speculative_rows(k, m) + k + 8) * m * elem
-    out = []
-    for chunk in user_chunks(scores.shape[0], per_user, scores.device):
-        emb = embeddings if embeddings.dim() == 2 else embeddings[chunk]
-        pos = _dpp_positions(vals[chunk].to(dtype), valid[chunk], emb, idx[chunk], k, alpha)
-        out.append(idx[chunk].gather(1, pos))
-    return torch.cat(out) if out else idx[:, :k]
+    return greedy_in_chunks(_dpp_positions, vals, valid, embeddings, idx, k, alpha, k + 8)
 
 
 def _dpp_positions(

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from divrec.errors import DataError
+from divrec.rerank.checks import compute_dtype
 
 # Bytes of gathered candidate embeddings per GEMM block: fits the L2/L3 of a small CPU; large
 # on GPU where one big batched GEMM is best.
@@ -161,3 +162,27 @@ class CandidateSims:
             picked = cand[torch.arange(len(rows), device=pos.device), pos[rows]]
             out[rows] = torch.bmm(cand, picked.unsqueeze(2)).squeeze(2)
         return out
+
+
+def greedy_in_chunks(
+    positions: Callable[..., Tensor],
+    vals: Tensor,
+    valid: Tensor,
+    embeddings: Tensor,
+    idx: Tensor,
+    k: int,
+    knob: float,
+    state_rows: int,
+) -> Tensor:
+    """Run an embedding re-ranker's greedy ``positions(vals, valid, emb, idx, k, knob)`` over
+    chunks of users whose state (``speculative_rows + state_rows`` rows of ``[M]`` per user)
+    fits the device budget; ``vals, valid, idx: [B, M]``; returns item indices ``[B, k]``."""
+    dtype = compute_dtype(vals, embeddings)
+    m = idx.shape[1]
+    per_user = (speculative_rows(k, m) + state_rows) * m * (torch.finfo(dtype).bits // 8)
+    out = []
+    for chunk in user_chunks(idx.shape[0], per_user, idx.device):
+        emb = embeddings if embeddings.dim() == 2 else embeddings[chunk]
+        pos = positions(vals[chunk].to(dtype), valid[chunk], emb, idx[chunk], k, knob)
+        out.append(idx[chunk].gather(1, pos))
+    return torch.cat(out) if out else idx[:, :k]

@@ -17,9 +17,8 @@ from divrec.rerank.candidates import user_candidates
 from divrec.rerank.checks import (
     check_diversity,
     check_embeddings,
-    compute_dtype,
 )
-from divrec.rerank.kernels import CandidateSims, limit_cpu_threads, speculative_rows, user_chunks
+from divrec.rerank.kernels import CandidateSims, greedy_in_chunks, limit_cpu_threads
 
 
 @limit_cpu_threads
@@ -41,15 +40,7 @@ def mmr(
     check_embeddings(embeddings, scores.shape[0], scores.shape[1])
     if lam == 0.0:
         return idx[:, :k].contiguous()
-    dtype = compute_dtype(scores, embeddings)
-    elem = torch.finfo(dtype).bits // 8
-    per_user = (speculative_rows(k, m) + 6) * m * elem
-    out = []
-    for chunk in user_chunks(scores.shape[0], per_user, scores.device):
-        emb = embeddings if embeddings.dim() == 2 else embeddings[chunk]
-        pos = _mmr_positions(vals[chunk].to(dtype), valid[chunk], emb, idx[chunk], k, lam)
-        out.append(idx[chunk].gather(1, pos))
-    return torch.cat(out) if out else idx[:, :k]
+    return greedy_in_chunks(_mmr_positions, vals, valid, embeddings, idx, k, lam, 6)
 
 
 def _mmr_positions(
