@@ -138,6 +138,13 @@ MUTANTS: tuple[Mutant, ...] = (
         (DM,),
     ),
     Mutant(
+        "positive item leaks into the user text (training pairs read the full-history text)",
+        "divrec/data/datamodule.py",
+        r"text_rows = self\.train_text_rows\[idx\]",
+        "text_rows = users",
+        ("tests/data/test_user_text_leak.py",),
+    ),
+    Mutant(
         "positive item leaks into the history (History.batch)",
         "divrec/data/history.py",
         r"mask = mask & \(idx != exclude\[:, None\]\)",
