@@ -68,6 +68,7 @@ BAD = [
     (["data.batch_size=0"], "data.batch_size", ">= 1"),
     (["data.eval_batch_size=-3"], "data.eval_batch_size", ">= 1"),
     (["model.cache.batch_size=0"], "model.cache.batch_size", ">= 1"),
+    (["model.cache.bf16=fast"], "model.cache.bf16", "choose from"),
     (["model.temperature=0"], "model.temperature", "> 0"),
     (["model.temperature=-1.0"], "model.temperature", "> 0"),
     (["optim.lr=0"], "optim.lr", "> 0"),

@@ -40,6 +40,10 @@ def opt(default: Any, doc: str, **rules: Any) -> Any:
 
 
 # ------------------------------------------------------------------ allowed values
+def _bf16_modes() -> Iterable[Any]:
+    return ("auto", True, False)  # divrec.models.embed_cache.resolve_bf16
+
+
 def _finetune_modes() -> Iterable[str]:
     from divrec.models.encoder import FINETUNE_MODES
 
@@ -168,7 +172,9 @@ class CacheSchema:
     """``model.cache``: filling the frozen-embedding cache."""
 
     batch_size: int = opt(128, "texts per encoding batch", ge=1)
-    bf16: bool = opt(True, "bf16 autocast while encoding")
+    bf16: bool | str = opt(
+        "auto", "bf16 autocast while encoding (auto: GPU or native-bf16 CPU)", choices=_bf16_modes
+    )
 
 
 @dataclass

@@ -91,7 +91,7 @@ def _cache(cfg: DictConfig):
 def reference_embeddings(cfg: DictConfig, dm: RecDataModule, cache_cfg: dict) -> torch.Tensor:
     """The frozen pretrained encoder's mean-pooled item vectors [N, H] (the shared item space
     of re-rankers and ``ild_emb``), from the embedding cache."""
-    from divrec.models.embed_cache import cached_pooled_embeddings
+    from divrec.models.embed_cache import cached_pooled_embeddings, resolve_bf16
     from divrec.models.encoder import TextEncoder
 
     enc_cfg = cfg.model.encoder
@@ -109,7 +109,7 @@ def reference_embeddings(cfg: DictConfig, dm: RecDataModule, cache_cfg: dict) ->
         name="items",
         batch_size=int(cache_cfg.get("batch_size", 128)),
         device=_device(),
-        bf16=bool(cache_cfg.get("bf16", True)),
+        bf16=resolve_bf16(cache_cfg.get("bf16", "auto"), _device()),
     )
     return ref
 
@@ -123,11 +123,11 @@ def frozen_bases(module: RecModule, dm: RecDataModule, cfg: DictConfig, cache_cf
     on-disk cache. User texts are cached in two files: the full-history texts (rows [0, U),
     what evaluation reads; the same file as a cache made before fold variants) and the
     training variants (rows [U, (F + 1) U)), each cut to its own longest text."""
-    from divrec.models.embed_cache import cached_pooled_embeddings
+    from divrec.models.embed_cache import cached_pooled_embeddings, resolve_bf16
 
     cache = _cache(cfg)
     device = _device()
-    bf16 = bool(cache_cfg.get("bf16", True))
+    bf16 = resolve_bf16(cache_cfg.get("bf16", "auto"), device)
     bs = int(cache_cfg.get("batch_size", 128))
     t0 = time.perf_counter()
 

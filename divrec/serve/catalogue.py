@@ -35,11 +35,11 @@ class View:
 
 def encode(m: LoadedModel, encoder, texts: list[str], max_len: int) -> torch.Tensor:
     """Pooled backbone vectors [n, H] of ``texts`` (as the run's frozen cache computes them)."""
-    from divrec.models.embed_cache import encode_in_batches
+    from divrec.models.embed_cache import encode_in_batches, resolve_bf16
 
     tok = m.tokenizer(texts, truncation=True, max_length=max_len, padding=True, return_tensors="pt")
     dev = m.module.net.log_temperature.device
-    bf16 = m.bf16 and dev.type == "cuda"  # bf16 autocast is slow on most CPUs: float32 there
+    bf16 = bool(m.bf16) and resolve_bf16("auto", dev)  # only where bf16 is native: else fp32
     return encode_in_batches(
         encoder, tok["input_ids"], tok["attention_mask"], device=dev, bf16=bf16, pooled_only=True
     ).to(dev)

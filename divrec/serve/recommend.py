@@ -18,10 +18,10 @@ item ids, in the run's CF variant (``model.cf``), with no retraining:
   in the history). Their vectors have no ID embedding, and nobody has interacted with them, so
   their user-based score is 0.
 
-Texts encoded at call time (a text-tower user, ``catalogue`` items) use float32 on a CPU even
-when the run filled its embedding cache under bf16 autocast (``model.cache.bf16``), which is
-several times slower than float32 on CPUs without bf16 units; the vectors then differ from
-cached ones by bf16 rounding only.
+Texts encoded at call time (a text-tower user, ``catalogue`` items) use bf16 autocast only
+where the run allowed it (``model.cache.bf16``) and the device has native bf16 (a GPU, an
+AVX512-BF16/AMX CPU); elsewhere float32, which may differ from a cache filled under bf16 by
+bf16 rounding only.
 
 Re-rankers: ``mmr``/``dpp`` use the frozen encoder's mean-pooled vectors when the run has them
 (frozen backbone, mean pooling), else the model's item vectors; ``xquad`` the history's
@@ -63,7 +63,7 @@ class LoadedModel:
     checkpoint: Path
     ctx: CFContext
     tokenizer: Any
-    bf16: bool = False
+    bf16: bool | str = False  # the run's model.cache.bf16
 
 
 def load_model(checkpoint_path: str | Path, device: str = "cpu") -> LoadedModel:
@@ -92,7 +92,7 @@ def load_model(checkpoint_path: str | Path, device: str = "cpu") -> LoadedModel:
 
     with torch.inference_mode():
         ctx = module.build_context()
-    bf16 = bool((cfg.model.get("cache") or {}).get("bf16", False))
+    bf16 = (cfg.model.get("cache") or {}).get("bf16", False)
     return LoadedModel(module, dm, run, ckpt, ctx, load_tokenizer(dm.tokenizer_path), bf16)
 
 

@@ -223,3 +223,19 @@ def test_cache_refuses_uncacheable_encoders(tiny_model_dir, batch, tmp_path, kwa
     enc = TextEncoder(tiny_model_dir, **kwargs)
     with pytest.raises(ConfigError):
         cached_pooled_embeddings(EmbeddingCache(tmp_path), enc, *batch)
+
+
+def test_resolve_bf16_auto_follows_native_support(monkeypatch):
+    """``model.cache.bf16=auto``: bf16 on a CPU only with native bf16 units (emulated bf16
+    is several times slower than float32 on AVX2 CPUs); explicit booleans are kept."""
+    from divrec.models.embed_cache import resolve_bf16
+
+    assert resolve_bf16(True, "cpu") is True and resolve_bf16(False, "cuda") is False
+    for native, want in ((False, False), (True, True)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda n=native: n)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+        assert resolve_bf16("auto", "cpu") is want
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_bf16("auto", "cuda") is False
+    with pytest.raises(ConfigError, match="model.cache.bf16"):
+        resolve_bf16("yes", "cpu")
