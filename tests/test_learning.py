@@ -38,10 +38,23 @@ TWO_TOWER = ["model.id_embeddings=true"]
 #   pop       seeds 1-5:     0.2335 0.2408 0.2117 0.2437 0.2558 (mean 0.238)
 # The threshold 0.08 sits well under the trained minimum and over twice the untrained maximum;
 # every seed's trained/untrained ratio is >= 4.3.
-# Most-popular is NOT beaten on this 300-item catalogue in 3 epochs (on the default shop_sim the
-# model reaches 0.233 vs pop 0.104, README), so no pop margin is asserted here; .ci/e2e asserts
-# the margin over most-popular on its 1,500-item run with the real MiniLM.
+# Most-popular is NOT beaten on this 120-user shop in 3 epochs (pop 0.238; EASE 0.234/0.252/0.211
+# on seeds 1-3 is no better: too few interactions for co-occurrence), so the margin over
+# most-popular is asserted on the larger shop below (and by .ci/e2e on its real-MiniLM run).
 TRAINED_MIN = 0.08
+
+# A shop with 400 users and 12,000 interactions (300 items), the history tower + IDs trained
+# for 6 epochs. Measured 2026-12-02 (test/ndcg@10, seeds 1-5, the `shop_vs_pop` fixture's
+# command with seed=s; pop: model=pop on the same split; untrained: + train=false):
+#   trained   0.3042 0.3323 0.3063 0.3011 0.3036 (min 0.301)
+#   pop       0.2688 0.2592 0.2586 0.2575 0.2576 (max 0.269)
+#   untrained 0.0433 0.0686 0.0403 0.0468 0.0427 (max 0.069)
+# Per seed trained/pop is 1.13, 1.28, 1.18, 1.17, 1.18 (min 1.13): the test asks for 1.06, half
+# the smallest measured margin, and for 3x the untrained model (measured min 4.8x).
+LARGER_SHOP = ["data.n_users=400", "data.n_interactions=12000"]
+HISTORY_ID = ["model.user_tower=history", "model.id_embeddings=true", "trainer.max_epochs=6"]
+POP_RATIO = 1.06
+UNTRAINED_RATIO = 3.0
 
 
 def _run(tmp_path_factory, tiny_model_dir, cache, *overrides: str) -> dict:
@@ -73,6 +86,27 @@ def shop(tmp_path_factory, tiny_model_dir, shared_cache):
         return _run(tmp_path_factory, tiny_model_dir, shared_cache, *LEARN, "seed=1", *o)
 
     return {"trained": run(*TWO_TOWER), "untrained": run(*TWO_TOWER, "train=false")}
+
+
+@pytest.fixture(scope="module")
+def shop_vs_pop(tmp_path_factory, tiny_model_dir, shared_cache):
+    """Seed 1 (one of the measured five) on the larger shop: trained, untrained, most-popular."""
+
+    def run(*o: str) -> float:
+        m = _run(tmp_path_factory, tiny_model_dir, shared_cache, *LEARN, *LARGER_SHOP, "seed=1", *o)
+        return m["test/ndcg@10"]
+
+    return {
+        "trained": run(*HISTORY_ID),
+        "untrained": run(*HISTORY_ID, "train=false"),
+        "pop": run("model=pop"),
+    }
+
+
+def test_training_beats_most_popular_and_the_untrained_model(shop_vs_pop):
+    r = shop_vs_pop
+    assert r["trained"] >= POP_RATIO * r["pop"], r
+    assert r["trained"] >= UNTRAINED_RATIO * r["untrained"], r
 
 
 def test_training_beats_the_untrained_model(shop):
