@@ -49,7 +49,9 @@ def clean_text(value: Any) -> tuple[str, bool]:
     if isinstance(value, (list, tuple)):
         parts = [clean_text(v) for v in value]
         return " ".join(p for p, _ in parts if p), any(s for _, s in parts)
-    raw = html.unescape(str(value))
+    raw = html.unescape(str(value)) if "&" in str(value) else str(value)
+    if "<" not in raw:  # fast path: most fields carry no markup
+        return " ".join(raw.split()), False
     text = _CODE_BLOCK.sub(" ", raw)
     text = _IMG_ALT.sub(lambda m: f" {m.group(2)} ", text)
     text = _MARKUP.sub(" ", text)
