@@ -160,6 +160,12 @@ def test_amazon_layout_as_the_yaml_lists_it_is_valid(layout):
     validate_config(_plain("data=amazon", f"data.layout={layout}", "data.reviews=r.json"))
 
 
+@pytest.mark.parametrize("version", ["2018", "2023", "null"])
+def test_amazon_category_layout_is_valid(version):
+    """``data.category=All_Beauty data.version=2018``: the folder layout's keys, version an int."""
+    validate_config(_plain("data=amazon", "data.category=All_Beauty", f"data.version={version}"))
+
+
 @pytest.mark.parametrize(("group", "option", "extra"), OPTIONS, ids=lambda v: str(v))
 def test_shipped_option_is_valid(group, option, extra):
     validate_config(_plain(f"{group}={option}", *extra))

@@ -328,7 +328,9 @@ class PreprocessSchema:
     kcore_user: int = opt(0, "k-core: min interactions per user", ge=0)
     kcore_item: int = opt(0, "k-core: min interactions per item", ge=0)
     min_user_history: int = opt(0, "drop users with fewer interactions", ge=0)
-    drop_items_without_interactions: bool = opt(False, "drop never-interacted items")
+    drop_items_without_interactions: bool = opt(
+        False, "catalogue = items with interactions after cleaning (amazon: true)"
+    )
 
 
 @dataclass

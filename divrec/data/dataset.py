@@ -11,7 +11,8 @@
 
 Ids are strings everywhere so that original ids survive every round trip (parquet, CLI).
 ``extra`` carries source-specific side information, e.g. ``shop_sim``'s true user interests
-(``extra["user_interests"]``: dict user_id -> list of category strings).
+(``extra["user_interests"]``: dict user_id -> list of category strings), and
+``extra["stats"]``: counts the source wants in the data stats (e.g. Amazon's ``text/*``).
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class RecDataset:
             "categories": len(self.category_names),
             "density": float(n / max(1, n_u * n_i)),
             "avg_user_history": float(n / max(1, n_u)),
+            **self.extra.get("stats", {}),
         }
 
 
