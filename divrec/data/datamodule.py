@@ -4,8 +4,10 @@ Train batches are (user, positive item) pairs with the ids needed for in-batch n
 popularity correction; val/test batches give users, their ground-truth items and the items
 they have already seen, for full-catalogue ranking.
 
-DDP-safe: ``prepare_data`` (one process per node) only fills the on-disk caches; ``setup``
-(every process) rebuilds the deterministic pipeline and reads the caches, assigning state.
+DDP-safe: ``prepare_data`` (one process per node) fills the on-disk caches; ``setup`` (every
+process) assigns state, from what ``prepare_data`` built in the same process when it ran
+there (the pipeline runs once per process), else by rebuilding the deterministic pipeline
+and reading the caches.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ from divrec.errors import ConfigError
 from divrec.utils.io import fingerprint
 
 log = logging.getLogger(__name__)
+
+
+# (dataset, split, stats, _texts(...) tuple, item tokens, user tokens): one pipeline run.
+_Built = tuple[RecDataset, Split, dict[str, Any], tuple, TokenisedTexts, TokenisedTexts]
 
 
 class _Rows(Dataset):
@@ -96,6 +102,7 @@ class RecDataModule(pl.LightningDataModule):
         self.name = name or source
         self.stats: dict[str, Any] = {}
         self._ready = False
+        self._prepared: _Built | None = None  # prepare_data's work, for setup in this process
         # Built after seed_everything: the run's seed, so shuffling is a function of (seed, epoch).
         self.shuffle_seed = torch.initial_seed()
 
@@ -142,11 +149,20 @@ class RecDataModule(pl.LightningDataModule):
         return given_split(**files, known_items=set(ds.items["item_id"]))
 
     def prepare_data(self) -> None:
-        """Fill the tokenisation caches (rank 0 of each node; assigns no state)."""
+        """Fill the tokenisation caches (rank 0 of each node).
+
+        What it builds is kept for this process's :meth:`setup`, which then does not run the
+        pipeline again; a process that did not prepare (other DDP ranks) builds its own.
+        """
         if self._ready:  # already set up in this process: the caches exist
             return
-        ds, split, _ = self._pipeline()
-        item_texts, _, user_texts, _, _ = self._texts(ds, split)
+        self._prepared = self._build()
+
+    def _build(self) -> _Built:
+        """Pipeline, texts and tokens: (ds, split, stats, texts, item tokens, user tokens)."""
+        ds, split, stats = self._pipeline()
+        texts = self._texts(ds, split)
+        item_texts, user_texts = texts[0], texts[2]
         tok = self._tokenizer()
         items = tokenise_cached(
             item_texts, tok, self.text_cfg.max_item_len, self.cache_dir, "items"
@@ -154,15 +170,15 @@ class RecDataModule(pl.LightningDataModule):
         users = tokenise_cached(
             user_texts, tok, self.text_cfg.max_user_len, self.cache_dir, "users"
         )
-        # Reported by setup(): whether the caches existed before this run filled them.
-        self._prepared_tokens_hit = items.cache_hit and users.cache_hit
+        return ds, split, stats, texts, items, users
 
     def setup(self, stage: str | None = None) -> None:
         if self._ready:
             return
-        ds, split, self.stats = self._pipeline()
-        item_texts, user_ids, user_texts, pair_rows, n_empty = self._texts(ds, split)
-        tok = self._tokenizer()
+        built = self._prepared or self._build()  # prepared in this process: reused
+        self._prepared = None
+        ds, split, self.stats, texts, self.item_tokens, self.user_tokens = built
+        item_texts, user_ids, user_texts, pair_rows, n_empty = texts
         self.dataset, self.split = ds, split
         self.catalogue = Catalogue.build(ds.items, item_texts, split.train)
         self.user_ids = user_ids
@@ -170,15 +186,8 @@ class RecDataModule(pl.LightningDataModule):
         # [(F + 1) U]: rows [0, U) the full-history texts (eval, serving); the rest are the
         # fold variants that training pairs use (``train_text_rows``), see render_user_variants.
         self.user_texts = user_texts
-        self.item_tokens: TokenisedTexts = tokenise_cached(
-            item_texts, tok, self.text_cfg.max_item_len, self.cache_dir, "items"
-        )
-        self.user_tokens: TokenisedTexts = tokenise_cached(
-            user_texts, tok, self.text_cfg.max_user_len, self.cache_dir, "users"
-        )
-        self.tokens_cache_hit = getattr(
-            self, "_prepared_tokens_hit", self.item_tokens.cache_hit and self.user_tokens.cache_hit
-        )
+        # Whether the caches existed before this process's build (another rank's fill counts).
+        self.tokens_cache_hit = self.item_tokens.cache_hit and self.user_tokens.cache_hit
         self.train_users, self.train_items = self._encode(split.train)
         self.train_text_rows = torch.from_numpy(pair_rows)  # [n_train] rows of user_tokens
         self.history = self._history(split.train)

@@ -2,8 +2,9 @@
 
 Writes ``report.md`` (knobs + metrics per run, Pareto rows ticked, runs missing a metric,
 failed runs), ``report.csv`` (every run, every metric) and ``pareto.png`` into ``--out``
-(default ``FOLDER/report``), prints the table with rich, and logs table and image to wandb
-only when the calling process already has an active wandb run.
+(default ``FOLDER/report``), prints the table fitted to the terminal
+(:mod:`divrec.reports.console`), and logs table and image to wandb only when the calling
+process already has an active wandb run.
 """
 
 from __future__ import annotations
@@ -122,9 +123,14 @@ def render_markdown(
 
 
 def varying_knobs(df: pd.DataFrame) -> tuple[list[str], dict[str, Any]]:
-    """Knob columns whose value differs between runs, and the constant ones with their value."""
+    """Knob columns whose value differs between runs, and the constant ones with their value.
+
+    Knobs that no run of ``df`` sets (e.g. set only by failed runs, when ``df`` holds the ok
+    ones) are in neither."""
     varying, constant = [], {}
     for k in knob_columns(df):
+        if df[k].map(is_missing).all():
+            continue
         values = {format_knob(v) for v in df[k]}
         if len(values) > 1 or len(df) == 1:
             varying.append(k)
@@ -146,9 +152,14 @@ def table_cells(df: pd.DataFrame, shown: list[str]) -> tuple[list[str], list[lis
     return header, rows
 
 
+def common_knobs(df: pd.DataFrame) -> dict[str, Any]:
+    """Knobs with one value over the (several) runs of ``df``: left out of the table."""
+    return varying_knobs(df)[1] if len(df) > 1 else {}
+
+
 def _common_line(df: pd.DataFrame) -> list[str]:
     """'Common to all runs: a=1, b=x' (knobs left out of the table because they never vary)."""
-    _, constant = varying_knobs(df) if len(df) > 1 else ([], {})
+    constant = common_knobs(df)
     if not constant:
         return []
     return ["Common to all runs: " + ", ".join(f"`{k}={v}`" for k, v in constant.items()), ""]
@@ -193,7 +204,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"divrec-report: error: cannot write report: {exc}", file=sys.stderr)
         return 1
-    _print_console(result)
+    from divrec.reports.console import print_console
+
+    print_console(result, args.x, args.y)
     return 0
 
 
@@ -232,31 +245,6 @@ def _check_metrics(df: pd.DataFrame, x: str, y: str, metrics: Sequence[str] | No
     cut = "@" + x.rsplit("@", 1)[1] if "@" in x else ""
     headline = [f"{prefix}{m}{cut}" for m in HEADLINE]
     return list(dict.fromkeys([x, y, *(m for m in headline if m in available)]))
-
-
-def _print_console(result: dict[str, Any]) -> None:
-    """Rich table of the successful runs plus where the files went."""
-    from rich.console import Console
-    from rich.table import Table
-
-    df = result["df"]
-    ok = df[df["status"] == "ok"]
-    header, rows = table_cells(ok, result["shown"])
-    table = Table(title=f"divrec report ({len(ok)} ok of {len(df)} runs)")
-    for name in header:
-        justify = "right" if name in result["shown"] else "left"
-        table.add_column(name, justify=justify, overflow="fold")
-    for cells in rows:
-        table.add_row(*cells, style="bold" if cells[1] else None)
-    console = Console()
-    console.print(table)
-    n_bad = len(df) - len(ok)
-    if n_bad:
-        console.print(
-            f"[yellow]{n_bad} failed, unreadable or incomplete run(s): see report.md[/yellow]"
-        )
-    for key in ("markdown", "csv", "png"):
-        console.print(f"wrote {result[key]}", markup=False, highlight=False)
 
 
 def _log_to_active_wandb(df: pd.DataFrame, png: Path) -> bool:

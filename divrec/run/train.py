@@ -36,6 +36,7 @@ from divrec.run.artifacts import (
 from divrec.run.build import build_datamodule, build_module, precision
 from divrec.run.checkpoints import own_checkpoint, resume_path
 from divrec.run.folder import finished, prepare_run_folder, refuse_finished_run
+from divrec.run.quiet import quiet_output
 from divrec.run.wandb_log import finish_wandb, log_recommendation_table
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ def eval_points(cfg: DictConfig) -> list[tuple[str, dict, dict]]:
 def train(cfg: DictConfig) -> float | tuple[float, ...]:
     """Run one experiment; returns ``cfg.optimized_metric`` (best validation value)."""
     t0 = time.time()
+    quiet_output()  # third-party noise off, one console line per log record
     validate_config(cfg)  # before any data is loaded: typos, types, ranges
     points = eval_points(cfg)  # a bad rerank_sweep fails now, not after training
     out = Path(cfg.paths.output_dir)
