@@ -17,8 +17,9 @@ job() {  # job <folder> <overrides...>: one multirun (seeds of the protocol, or 
   set -f  # overrides hold [ ] and { }: never glob them
   if [ -f "$R/$dir/.done" ]; then return 0; fi
   rm -rf "${R:?}/$dir"
+  # the folder is quoted for Hydra: tuned folders' names hold '=' and ','
   # shellcheck disable=SC2086
-  if $PY train.py $P "$@" hydra.sweep.dir="$R/$dir" >"$R/logs/${dir//\//_}.log" 2>&1; then
+  if $PY train.py $P "$@" hydra.sweep.dir="'$R/$dir'" >"$R/logs/${dir//\//_}.log" 2>&1; then
     touch "$R/$dir/.done"
   else
     echo "FAILED: $dir (log: $R/logs/${dir//\//_}.log)" >&2
