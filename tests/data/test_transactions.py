@@ -6,6 +6,7 @@ import csv
 import gzip
 import json
 import math
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from divrec.data.sources import load_source
 from divrec.data.sources.transactions import MAPPING_UCI
 from divrec.errors import ConfigError, DataError
 from divrec.run.train import train
+from tests.conftest import ROOT
 
 UCI_HEADER = [
     "InvoiceNo",
@@ -223,19 +225,22 @@ def _shop_log(path: Path, n_users: int = 40, n_items: int = 30, n_lines: int = 9
     return path
 
 
-def test_end_to_end_uci_mapping_trains(compose_source, tmp_path):
+def readme_uci_command() -> list[str]:
+    """The README's UCI Online Retail command, split as a POSIX shell would."""
+    text = (ROOT / "README.md").read_text().split("### Shop transaction logs", 1)[1]
+    block = text.split("```bash\n", 1)[1].split("```", 1)[0]
+    return shlex.split(block.replace("\\\n", " "))
+
+
+def test_end_to_end_readme_uci_command_trains(compose_source, tmp_path):
+    words = readme_uci_command()
+    assert words[:3] == ["python", "train.py", "data=transactions"]
     path = _shop_log(tmp_path / "online_retail.csv")
+    overrides = [w.replace("/path/to/online_retail.csv", str(path)) for w in words[2:]]
     cfg = compose_source(
-        "data=transactions",
-        f"data.path={path}",
-        "data.columns={user:CustomerID,item:StockCode,time:InvoiceDate,quantity:Quantity,"
-        "invoice:InvoiceNo,price:UnitPrice,description:Description}",
-        "data.time_format='%m/%d/%Y %H:%M'",
-        "data.encoding=latin-1",
-        "model.head_hidden=32",
-        "model.id_embeddings=false",
-        "model.cache.bf16=false",
+        *overrides, "model.head_hidden=32", "model.id_embeddings=false", "model.cache.bf16=false"
     )
+    assert cfg.data.path == str(path) and cfg.data.time_format == UCI_FORMAT
     assert cfg.data.split.method == "global_temporal"
     train(cfg)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
