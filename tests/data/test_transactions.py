@@ -225,11 +225,26 @@ def _shop_log(path: Path, n_users: int = 40, n_items: int = 30, n_lines: int = 9
     return path
 
 
-def readme_uci_command() -> list[str]:
-    """The README's UCI Online Retail command, split as a POSIX shell would."""
+def readme_commands() -> list[list[str]]:
+    """The README's transactions commands (UCI mapping, leave-last-out), shell-split."""
     text = (ROOT / "README.md").read_text().split("### Shop transaction logs", 1)[1]
-    block = text.split("```bash\n", 1)[1].split("```", 1)[0]
-    return shlex.split(block.replace("\\\n", " "))
+    text = text.split("\n### ", 1)[0]
+    blocks = [b.split("```", 1)[0] for b in text.split("```bash\n")[1:]]
+    return [shlex.split(b.replace("\\\n", " ")) for b in blocks]
+
+
+def readme_uci_command() -> list[str]:
+    return readme_commands()[0]
+
+
+def test_readme_leave_last_out_command_is_valid(compose_source, tmp_path):
+    from divrec.config.check import validate_config
+
+    words = readme_commands()[1]
+    path = _write_uci(tmp_path / "lines.csv")
+    cfg = compose_source(*(w.replace("/path/to/lines.csv", str(path)) for w in words[2:]))
+    assert cfg.data.split.method == "temporal_loo" and cfg.data.path == str(path)
+    validate_config(cfg)
 
 
 def test_end_to_end_readme_uci_command_trains(compose_source, tmp_path):
@@ -248,3 +263,10 @@ def test_end_to_end_readme_uci_command_trains(compose_source, tmp_path):
     assert math.isfinite(metrics["test/ndcg@10"]) and 0.0 <= metrics["test/ndcg@10"] <= 1.0
     stats = metrics["meta"]["data_stats"]
     assert stats["tx/lines"] == stats["tx/kept_lines"] == 900
+
+
+def test_truncated_gzip_is_a_data_error(tmp_path):
+    path = tmp_path / "lines.csv.gz"
+    path.write_bytes(gzip.compress(b"user,item,time,quantity\n" + b"u,i,1,1\n" * 500)[:60])
+    with pytest.raises(DataError, match="lines.csv.gz"):
+        load_source("transactions", path=str(path))
