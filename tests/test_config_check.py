@@ -133,6 +133,7 @@ REQUIRED = {
     "csv": ["data.path=/nowhere"],
     "recbole": ["data.path=/nowhere", "data.dataset=ml-100k"],
     "amazon": ["data.reviews=/nowhere/reviews.jsonl"],
+    "transactions": ["data.path=/nowhere/lines.csv"],
 }
 OPTIONS = (
     [("data", o, REQUIRED.get(o, [])) for o in _options("data")]

@@ -245,7 +245,7 @@ def test_csv_config_errors(tmp_path):
 
 def test_registry_loads_and_checks_keys(tmp_path):
     make_csv(tmp_path)
-    assert set(SOURCES) == {"movielens", "amazon", "recbole", "csv", "shop_sim"}
+    assert set(SOURCES) == {"movielens", "amazon", "recbole", "csv", "shop_sim", "transactions"}
     ds = load_source("csv", path=str(tmp_path), category_sep="|")
     assert len(ds.interactions) == 3
     with pytest.raises(ConfigError) as info:

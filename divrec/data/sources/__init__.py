@@ -21,6 +21,7 @@ SOURCES: dict[str, str] = {
     "amazon": "divrec.data.sources.amazon:load_amazon",
     "recbole": "divrec.data.sources.recbole:load_recbole",
     "csv": "divrec.data.sources.csv:load_csv",
+    "transactions": "divrec.data.sources.transactions:load_transactions",
     "shop_sim": "divrec.data.sources.shop_sim:load_shop_sim",
 }
 

@@ -14,6 +14,7 @@ Timestamps may be numbers (seconds) or date strings (parsed as UTC).
 from __future__ import annotations
 
 import csv
+import gzip
 import logging
 import math
 import warnings
@@ -141,9 +142,16 @@ def _line_problem(value: str, col: str, kind: str, rng: tuple[float, float] | No
     return None
 
 
+def is_gzip(path: Path) -> bool:
+    """Whether ``path`` starts with the gzip magic bytes (whatever its name)."""
+    with open(path, "rb") as raw:
+        return raw.read(2) == b"\x1f\x8b"
+
+
 def _iter_rows(path: Path, sep: str, encoding: str, quoted: bool) -> Iterator[tuple[int, list]]:
     """Yield (line number, fields) for every non-blank line, as pandas would see them."""
-    with open(path, encoding=encoding, newline="") as f:
+    opener = gzip.open if is_gzip(path) else open
+    with opener(path, "rt", encoding=encoding, newline="") as f:
         if quoted and len(sep) == 1:
             reader = csv.reader(f, delimiter=sep)
             for fields in reader:
@@ -182,7 +190,7 @@ def _locate(
                     return DataError(f"{path} line {line_no}: {problem}")
     except UnicodeDecodeError as exc:
         return DataError(f"{path}: not valid {encoding} text ({exc.reason} at byte {exc.start})")
-    except csv.Error as exc:
+    except (csv.Error, OSError, EOFError) as exc:
         return DataError(f"{path}: {exc}")
     first = (fallback.strip().splitlines() or ["unreadable"])[0]
     return DataError(f"{path}: {first}")
@@ -197,6 +205,8 @@ def read_header(path: Path, sep: str = ",", encoding: str = "utf-8", quoted: boo
         raise DataError(f"{path}: empty file (no header)") from None
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not valid {encoding} text ({exc.reason})") from None
+    except (OSError, EOFError) as exc:  # e.g. a truncated or corrupt .gz
+        raise DataError(f"{path}: unreadable ({exc})") from None
     names = [h.strip() for h in header]
     dups = sorted({h for h in names if names.count(h) > 1})
     if dups:
@@ -251,13 +261,14 @@ def read_delimited(
                 names=list(names) if names is not None else None,
                 dtype=dtype,
                 encoding=encoding,
+                compression="gzip" if source is path and is_gzip(path) else None,
                 quoting=csv.QUOTE_MINIMAL if quoted and len(sep) == 1 else csv.QUOTE_NONE,
                 keep_default_na=False,
                 na_values=[""],
                 index_col=False,
                 engine="c",
             )
-    except (ValueError, pd.errors.ParserError, pd.errors.ParserWarning) as exc:
+    except (ValueError, OSError, EOFError, pd.errors.ParserError, pd.errors.ParserWarning) as exc:
         raise locate(str(exc)) from None
     if len(df) == 0:
         raise DataError(f"{path}: no data rows")
