@@ -25,6 +25,7 @@ from divrec.errors import DataError
 from divrec.evaluation.pipeline import Ranker
 from divrec.evaluation.score_cache import ScoreCache
 from divrec.metrics import RankingEvaluator
+from divrec.metrics.evaluator import drop_category_metrics
 from divrec.metrics.spaces import diversity_space
 
 
@@ -72,6 +73,8 @@ class RankingModule(pl.LightningModule):
         self.ranker = Ranker.from_config(
             self.rerank_cfg, embeddings=emb, categories=cat.category_matrix
         )
+        # one warning (here, not per evaluator) when category metrics are undefined
+        self.metric_names = drop_category_metrics(self.metric_names, cat.category_matrix)
         space = None
         if "ild_emb" in self.metric_names:
             space = diversity_space(self.diversity_space, cat, emb)

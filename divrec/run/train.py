@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from divrec.config.check import validate_against_data, validate_config
 from divrec.data.datamodule import RecDataModule
 from divrec.errors import ConfigError, DivrecError
+from divrec.metrics.evaluator import has_categories
 from divrec.run.artifacts import (
     config_hash,
     recommendations_frame,
@@ -92,7 +93,7 @@ def train(cfg: DictConfig) -> float | tuple[float, ...]:
     torch.set_float32_matmul_precision("high")
 
     dm = build_datamodule(cfg)
-    validate_against_data(cfg, len(dm.catalogue))
+    validate_against_data(cfg, len(dm.catalogue), has_categories(dm.catalogue.category_matrix))
     _print_stats(dm.stats)
     dm.save_split(out / "split")
     module = build_module(cfg, dm)
