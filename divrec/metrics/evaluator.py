@@ -58,6 +58,16 @@ def has_categories(category_matrix: Tensor) -> bool:
     return category_matrix.numel() > 0 and bool(category_matrix.any())
 
 
+def category_fallback(key: str) -> str | None:
+    """The ``ild_emb`` key standing in for a category metric key on a catalogue without
+    categories (``val/ild_cat@10`` -> ``val/ild_emb@10``); None for any other key."""
+    prefix, slash, rest = key.rpartition("/")
+    base = rest.split("@", 1)[0]
+    if base not in CATEGORY_METRICS:
+        return None
+    return prefix + slash + "ild_emb" + rest[len(base) :]
+
+
 def drop_category_metrics(metrics: list[str], category_matrix: Tensor) -> list[str]:
     """``metrics`` without the category metrics when no item has a category (one warning)."""
     if has_categories(category_matrix):

@@ -13,20 +13,17 @@ from divrec.errors import DataError
 
 DEFAULT_X = "test/ndcg@10"
 DEFAULT_Y = "test/ild_cat@10"
-FALLBACK_METRIC = "ild_emb"  # defined on every catalogue (the frozen encoder's item space)
 
 
 def axis_fallback(df: pd.DataFrame, metric: str) -> str:
     """``metric``, or its ``ild_emb`` counterpart (``test/ild_cat@10`` -> ``test/ild_emb@10``)
     when ``metric`` is a category metric that some successful runs lack (absent or NaN: no item
     categories) and the counterpart is finite in more of them."""
-    from divrec.metrics.evaluator import CATEGORY_METRICS
+    from divrec.metrics.evaluator import category_fallback
 
-    prefix, slash, rest = metric.rpartition("/")
-    base = rest.split("@", 1)[0]
-    if base not in CATEGORY_METRICS:
+    alt = category_fallback(metric)
+    if alt is None:
         return metric
-    alt = prefix + slash + FALLBACK_METRIC + rest[len(base) :]
     ok = df[df["status"] == "ok"] if "status" in df.columns else df
     have, have_alt = _n_finite(ok, metric), _n_finite(ok, alt)
     return alt if have < len(ok) and have_alt > have else metric
