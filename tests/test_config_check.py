@@ -205,6 +205,10 @@ def test_validate_against_data():
             ["loss/diversity=ils", "loss.diversity.similarity=category", "loss.diversity_weight=1"],
             r"^loss\.diversity: ils needs item categories",
         ),
+        (
+            ["callbacks.early_stopping.monitor=val/ild_cat@10"],
+            r"^callbacks\.early_stopping\.monitor: val/ild_cat@10 needs item categories",
+        ),
     ],
 )
 def test_category_users_stop_without_categories(overrides, pattern):

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from divrec.config.schema import GROUPS, MODEL_KINDS, MODEL_SCHEMAS, signature_params
 from divrec.config.trainer import check_trainer
 from divrec.errors import ConfigError
+from divrec.metrics.evaluator import category_fallback
 
 _SKIP = object()  # a value that could not be read (its error is already recorded)
 
@@ -78,7 +79,8 @@ def validate_against_data(cfg: DictConfig, n_items: int, has_categories: bool = 
 
 def category_needs(cfg: DictConfig) -> list[str]:
     """Problems of ``cfg`` on a catalogue without categories: xQuAD (the run's re-ranker or a
-    ``rerank_sweep`` name) and a category loss term with ``loss.diversity_weight > 0``."""
+    ``rerank_sweep`` name), a callback monitoring a category metric (never logged) and a
+    category loss term with ``loss.diversity_weight > 0`` (weight 0: the term is unused)."""
     why = "needs item categories and this catalogue has none"
     errors = []
     sweep = (cfg.get("rerank_sweep") or {}).get("names") or []
@@ -88,6 +90,10 @@ def category_needs(cfg: DictConfig) -> list[str]:
     uses_cats = div.get("name") == "category_entropy" or (
         div.get("name") == "ils" and div.get("similarity") == "category"
     )
+    for name, cb in (cfg.get("callbacks") or {}).items():
+        monitor = cb.get("monitor") if isinstance(cb, DictConfig) else None
+        if monitor and category_fallback(str(monitor)) is not None:
+            errors.append(f"callbacks.{name}.monitor: {monitor} {why}; monitor val/ndcg@10")
     if cfg.model.get("kind", "two_tower") == "two_tower" and uses_cats:
         if float(cfg.loss.get("diversity_weight", 0.0) or 0.0) > 0:
             errors.append(

@@ -74,7 +74,10 @@ class RankingModule(pl.LightningModule):
             self.rerank_cfg, embeddings=emb, categories=cat.category_matrix
         )
         # one warning (here, not per evaluator) when category metrics are undefined
-        self.metric_names = drop_category_metrics(self.metric_names, cat.category_matrix)
+        # (none left: the evaluator below raises the ConfigError saying why)
+        self.metric_names = (
+            drop_category_metrics(self.metric_names, cat.category_matrix) or self.metric_names
+        )
         space = None
         if "ild_emb" in self.metric_names:
             space = diversity_space(self.diversity_space, cat, emb)

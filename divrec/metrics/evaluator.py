@@ -134,8 +134,13 @@ class RankingEvaluator(nn.Module):
         names = list(dict.fromkeys(metrics))
         supported = metric_names()
         unknown = [m for m in names if m not in supported]
-        if not unknown and category_matrix.dim() == 2:
+        if names and not unknown and category_matrix.dim() == 2:
             names = drop_category_metrics(names, category_matrix)
+            if not names:
+                raise ConfigError(
+                    "eval.metrics: only category metrics and the catalogue has no categories; "
+                    "add e.g. ndcg or ild_emb"
+                )
         if not names or unknown:
             raise ConfigError(
                 f"evaluator metrics: unknown {unknown or 'empty list'}; supported: {supported}"

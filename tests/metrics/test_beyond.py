@@ -151,6 +151,8 @@ def test_category_metrics_left_out_without_categories(caplog) -> None:
     warned = [r for r in caplog.records if r.levelname == "WARNING"]
     assert len(warned) == 1 and "ild_cat, cat_coverage, alpha_ndcg" in warned[0].getMessage()
     assert "no categories" in warned[0].getMessage()
+    with pytest.raises(ConfigError, match=r"^eval\.metrics: only category metrics"):
+        RankingEvaluator(["ild_cat"], [2], torch.zeros(3, 0), torch.ones(3), n_train_users=2)
 
 
 def test_ild_emb_hand() -> None:
