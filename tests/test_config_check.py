@@ -194,6 +194,36 @@ def test_validate_against_data():
     validate_against_data(rr, n_items=50)  # lists are capped at the 50 items
 
 
+@pytest.mark.parametrize(
+    "overrides, pattern",
+    [
+        (["rerank=xquad"], r"^rerank: xquad needs item categories and this catalogue has none"),
+        (
+            ["loss/diversity=category_entropy", "loss.diversity_weight=0.1"],
+            r"^loss\.diversity: category_entropy needs item categories",
+        ),
+        (
+            ["loss/diversity=ils", "loss.diversity.similarity=category", "loss.diversity_weight=1"],
+            r"^loss\.diversity: ils needs item categories",
+        ),
+        (
+            ["callbacks.early_stopping.monitor=val/ild_cat@10"],
+            r"^callbacks\.early_stopping\.monitor: val/ild_cat@10 needs item categories",
+        ),
+    ],
+)
+def test_category_users_stop_without_categories(overrides, pattern):
+    cfg = _plain(*overrides)
+    validate_against_data(cfg, n_items=50)  # a catalogue with categories: fine
+    with pytest.raises(ConfigError, match=pattern):
+        validate_against_data(cfg, n_items=50, has_categories=False)
+
+
+def test_unused_category_loss_is_fine_without_categories():
+    cfg = _plain("loss/diversity=category_entropy", "loss.diversity_weight=0")
+    validate_against_data(cfg, n_items=50, has_categories=False)
+
+
 # ------------------------------------------------------------------ schema drift guards
 def _params(fn) -> set[str]:
     return set(inspect.signature(fn).parameters) - {"self"}

@@ -4,7 +4,8 @@
 key's full dotted path: unknown keys (with close matches), wrong types, values out of range,
 unknown names (finetune mode, re-ranker, metric, ...), missing required values (``???``) and
 cross-key rules (split ratios sum to 1, re-rank candidates >= max K). ``validate_against_data``
-adds the checks that need the catalogue size. Hydra's struct mode already refuses ``a.b=1``
+adds the checks that need the catalogue: its size, and whether it has categories at all (xQuAD
+and the category loss terms need them). Hydra's struct mode already refuses ``a.b=1``
 for a key ``b`` that does not exist; this catches ``+a.b=1`` and keys set in YAML files.
 """
 
@@ -24,6 +25,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from divrec.config.schema import GROUPS, MODEL_KINDS, MODEL_SCHEMAS, signature_params
 from divrec.config.trainer import check_trainer
 from divrec.errors import ConfigError
+from divrec.metrics.evaluator import category_fallback
 
 _SKIP = object()  # a value that could not be read (its error is already recorded)
 
@@ -55,9 +57,12 @@ def validate_config(cfg: DictConfig) -> None:
     _raise(errors)
 
 
-def validate_against_data(cfg: DictConfig, n_items: int) -> None:
-    """Checks that need the catalogue size ``n_items`` (after the data module is set up)."""
+def validate_against_data(cfg: DictConfig, n_items: int, has_categories: bool = True) -> None:
+    """Checks that need the catalogue (after the data module is set up): its size ``n_items``
+    and ``has_categories`` (False: no item has a category)."""
     errors: list[str] = []
+    if not has_categories:
+        errors += category_needs(cfg)
     ks = [int(k) for k in cfg.eval.ks]
     if max(ks) > n_items:
         errors.append(f"eval.ks: K={max(ks)} exceeds the catalogue ({n_items} items)")
@@ -70,6 +75,32 @@ def validate_against_data(cfg: DictConfig, n_items: int) -> None:
                 f"max of eval.ks and eval.save_topk, capped at {n_items} items)"
             )
     _raise(errors)
+
+
+def category_needs(cfg: DictConfig) -> list[str]:
+    """Problems of ``cfg`` on a catalogue without categories: xQuAD (the run's re-ranker or a
+    ``rerank_sweep`` name), a callback monitoring a category metric (never logged) and a
+    category loss term with ``loss.diversity_weight > 0`` (weight 0: the term is unused)."""
+    why = "needs item categories and this catalogue has none"
+    errors = []
+    sweep = (cfg.get("rerank_sweep") or {}).get("names") or []
+    if "xquad" in {cfg.rerank.get("name", "none"), *sweep}:
+        errors.append(f"rerank: xquad {why}; use rerank=mmr or rerank=dpp")
+    div = (cfg.get("loss") or {}).get("diversity") or {}
+    uses_cats = div.get("name") == "category_entropy" or (
+        div.get("name") == "ils" and div.get("similarity") == "category"
+    )
+    for name, cb in (cfg.get("callbacks") or {}).items():
+        monitor = cb.get("monitor") if isinstance(cb, DictConfig) else None
+        if monitor and category_fallback(str(monitor)) is not None:
+            errors.append(f"callbacks.{name}.monitor: {monitor} {why}; monitor val/ndcg@10")
+    if cfg.model.get("kind", "two_tower") == "two_tower" and uses_cats:
+        if float(cfg.loss.get("diversity_weight", 0.0) or 0.0) > 0:
+            errors.append(
+                f"loss.diversity: {div.get('name')} {why}; use loss/diversity=ils "
+                "(similarity: embedding) or loss.diversity_weight=0"
+            )
+    return errors
 
 
 def _raise(errors: list[str]) -> None:

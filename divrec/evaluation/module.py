@@ -25,6 +25,7 @@ from divrec.errors import DataError
 from divrec.evaluation.pipeline import Ranker
 from divrec.evaluation.score_cache import ScoreCache
 from divrec.metrics import RankingEvaluator
+from divrec.metrics.evaluator import drop_category_metrics
 from divrec.metrics.spaces import diversity_space
 
 
@@ -71,6 +72,11 @@ class RankingModule(pl.LightningModule):
         self.register_buffer("reference_embeddings", emb, persistent=False)
         self.ranker = Ranker.from_config(
             self.rerank_cfg, embeddings=emb, categories=cat.category_matrix
+        )
+        # one warning (here, not per evaluator) when category metrics are undefined
+        # (none left: the evaluator below raises the ConfigError saying why)
+        self.metric_names = (
+            drop_category_metrics(self.metric_names, cat.category_matrix) or self.metric_names
         )
         space = None
         if "ild_emb" in self.metric_names:

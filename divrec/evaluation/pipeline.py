@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from divrec.errors import DataError
+from divrec.errors import ConfigError, DataError
+from divrec.metrics.evaluator import has_categories
 from divrec.rerank import rerank, top_k
 from divrec.rerank.candidates import minmax_over_candidates
 
@@ -37,7 +38,11 @@ class Ranker:
 
     @classmethod
     def from_config(cls, rerank_cfg: dict[str, Any] | None, **side: Tensor | None) -> Ranker:
+        """Ranker of a ``rerank`` config; ConfigError for xQuAD on categories with none set."""
         cfg = dict(rerank_cfg or {})
+        cats = side.get("categories")
+        if cfg.get("name") == "xquad" and cats is not None and not has_categories(cats):
+            raise ConfigError("rerank: xquad needs item categories and this catalogue has none")
         return cls(
             name=str(cfg.get("name", "none")),
             diversity=float(cfg.get("diversity", 0.0) or 0.0),

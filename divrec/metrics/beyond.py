@@ -94,6 +94,8 @@ def alpha_ndcg(
     Gain at rank r = sum_a rel(d, a) (1-alpha)^(number of earlier relevant items with aspect a),
     rel(d, a) = 1 iff d is a truth item with aspect a; discount 1/log2(r+1). The ideal DCG uses
     the standard greedy list over the truth items; the value is 0 when the ideal DCG is 0.
+    A truth item without categories has no aspect: it adds no gain (nor ideal gain); with no
+    category in the catalogue the metric is undefined and the evaluator leaves it out.
     """
     k_max = hits.shape[1]
     rel = hits.double()[:, :, None] * cats.double()  # [users, K, C]

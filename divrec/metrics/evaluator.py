@@ -2,10 +2,16 @@
 
 Per batch only the compact hit matrix ``truth.gather(1, topk)`` and a few per-user sums are
 kept; all states are torchmetrics "sum" states, so results are exact under DDP.
+
+Category metrics (:data:`CATEGORY_METRICS`) are undefined for a catalogue without any category
+(e.g. a CSV without a categories column): they are left out with one warning, never reported as
+a number that would rank. Items without categories in a catalogue that has some are handled per
+metric (see :mod:`divrec.metrics.diversity` and :func:`divrec.metrics.beyond.alpha_ndcg`).
 """
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable
 from functools import cached_property
@@ -29,6 +35,8 @@ USER_BEYOND_METRICS = (
     "interest_coverage",
 )
 GLOBAL_METRICS = ("item_coverage", "gini", "dist_coverage")
+# Metrics that read item categories: undefined when no item has one.
+CATEGORY_METRICS = ("ild_cat", "cat_coverage", "alpha_ndcg", "interest_coverage")
 _NEEDS = {"ild_emb": "item_embeddings", "interest_coverage": "user_interests"}
 _GLOBAL_FNS = {
     "item_coverage": beyond.item_coverage,
@@ -37,11 +45,41 @@ _GLOBAL_FNS = {
 }
 # Users per internal chunk: keeps [users, K, max(K, C, d)] intermediates near this many elements.
 _CHUNK_ELEMENTS = 1 << 22
+log = logging.getLogger(__name__)
 
 
 def metric_names() -> list[str]:
     """All metric names RankingEvaluator accepts."""
     return [*ACCURACY_METRICS, *USER_BEYOND_METRICS, *GLOBAL_METRICS]
+
+
+def has_categories(category_matrix: Tensor) -> bool:
+    """True when at least one item of ``category_matrix: [N, C]`` has a category."""
+    return category_matrix.numel() > 0 and bool(category_matrix.any())
+
+
+def category_fallback(key: str) -> str | None:
+    """The ``ild_emb`` key standing in for a category metric key on a catalogue without
+    categories (``val/ild_cat@10`` -> ``val/ild_emb@10``); None for any other key."""
+    prefix, slash, rest = key.rpartition("/")
+    base = rest.split("@", 1)[0]
+    if base not in CATEGORY_METRICS:
+        return None
+    return prefix + slash + "ild_emb" + rest[len(base) :]
+
+
+def drop_category_metrics(metrics: list[str], category_matrix: Tensor) -> list[str]:
+    """``metrics`` without the category metrics when no item has a category (one warning)."""
+    if has_categories(category_matrix):
+        return list(metrics)
+    dropped = [m for m in metrics if m in CATEGORY_METRICS]
+    if dropped:
+        log.warning(
+            "metrics %s left out: the catalogue has no categories, so they are undefined "
+            "(ild_emb measures diversity without them)",
+            ", ".join(dropped),
+        )
+    return [m for m in metrics if m not in CATEGORY_METRICS]
 
 
 class _Batch:
@@ -75,7 +113,8 @@ class RankingEvaluator(nn.Module):
     ``alpha`` for alpha_ndcg. Per-user metrics are averaged over evaluated users (users with at
     least one truth item); item_coverage, gini and dist_coverage are computed from global
     exposure counts; interest_coverage averages over evaluated users with at least one interest
-    category. ILD at k = 1 is 0 (no pair). Tensors are held as non-persistent buffers (not in checkpoints) and the
+    category. ILD at k = 1 is 0 (no pair). Without any category in ``category_matrix`` the
+    category metrics are dropped (:func:`drop_category_metrics`). Tensors are held as non-persistent buffers (not in checkpoints) and the
     metric states as torchmetrics submodules, so ``.to(device)`` moves everything.
     """
 
@@ -95,6 +134,13 @@ class RankingEvaluator(nn.Module):
         names = list(dict.fromkeys(metrics))
         supported = metric_names()
         unknown = [m for m in names if m not in supported]
+        if names and not unknown and category_matrix.dim() == 2:
+            names = drop_category_metrics(names, category_matrix)
+            if not names:
+                raise ConfigError(
+                    "eval.metrics: only category metrics and the catalogue has no categories; "
+                    "add e.g. ndcg or ild_emb"
+                )
         if not names or unknown:
             raise ConfigError(
                 f"evaluator metrics: unknown {unknown or 'empty list'}; supported: {supported}"

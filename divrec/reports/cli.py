@@ -28,7 +28,7 @@ from divrec.reports.collect import (
     knob_columns,
     metric_columns,
 )
-from divrec.reports.pareto import DEFAULT_X, DEFAULT_Y, pareto_front
+from divrec.reports.pareto import DEFAULT_X, DEFAULT_Y, axis_fallback, pareto_front
 from divrec.reports.plot import plot_pareto
 from divrec.utils.io import atomic_path
 
@@ -50,14 +50,18 @@ def make_report(
 
     ``metrics``: metric columns shown in ``report.md`` (default ``x``, ``y``, then the other
     metrics with the same split prefix as ``x``, e.g. ``test/``); the CSV always has all.
-    The Pareto front is computed over runs with status ``"ok"`` only.
-    Returns ``{"markdown": Path, "csv": Path, "png": Path, "df": DataFrame, "shown": [...]}``
-    where ``df`` is the collected frame plus a bool ``pareto`` column.
+    The Pareto front is computed over runs with status ``"ok"`` only; a run lacking an axis
+    metric is never on it. A category metric axis that some runs lack (no item categories)
+    falls back to ``ild_emb`` (:func:`~divrec.reports.pareto.axis_fallback`), said in one line.
+    Returns ``{"markdown": Path, "csv": Path, "png": Path, "df": DataFrame, "shown": [...],
+    "x": str, "y": str}`` where ``df`` is the collected frame plus a bool ``pareto`` column
+    and ``x``/``y`` the axes used.
     Raises DataError for a missing/empty folder or unknown metric names.
     """
     folder = Path(folder)
     out = folder / "report" if out is None else Path(out)
     df = collect_runs(folder)
+    x, y = _fallback_axes(df, x, y)
     shown = _check_metrics(df, x, y, metrics)
     for col in (x, y):  # every run failed: keep the columns so the rest still works
         if col not in df.columns:
@@ -75,7 +79,21 @@ def make_report(
         tmp.write_text(markdown, encoding="utf-8")
     if log_wandb:
         _log_to_active_wandb(df, paths["png"])
-    return {**paths, "df": df, "shown": shown}
+    return {**paths, "df": df, "shown": shown, "x": x, "y": y}
+
+
+def _fallback_axes(df: pd.DataFrame, x: str, y: str) -> tuple[str, str]:
+    """Both axes through :func:`axis_fallback`; one printed line per axis that changed."""
+    out = []
+    for flag, metric in (("x", x), ("y", y)):
+        used = axis_fallback(df, metric)
+        if used != metric:
+            print(
+                f"divrec-report: {flag} axis {metric} is missing or NaN in some runs (no item "
+                f"categories): using {used} instead"
+            )
+        out.append(used)
+    return out[0], out[1]
 
 
 def render_markdown(
@@ -206,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     from divrec.reports.console import print_console
 
-    print_console(result, args.x, args.y)
+    print_console(result, result["x"], result["y"])
     return 0
 
 

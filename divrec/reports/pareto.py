@@ -1,4 +1,8 @@
-"""Pareto front of runs on two metrics (accuracy vs diversity trade-off)."""
+"""Pareto front of runs on two metrics (accuracy vs diversity trade-off).
+
+A category metric axis (``ild_cat`` by default) is undefined for runs on a catalogue without
+categories: :func:`axis_fallback` then uses ``ild_emb`` at the same split and cut-off.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,28 @@ from divrec.errors import DataError
 
 DEFAULT_X = "test/ndcg@10"
 DEFAULT_Y = "test/ild_cat@10"
+
+
+def axis_fallback(df: pd.DataFrame, metric: str) -> str:
+    """``metric``, or its ``ild_emb`` counterpart (``test/ild_cat@10`` -> ``test/ild_emb@10``)
+    when ``metric`` is a category metric that some successful runs lack (absent or NaN: no item
+    categories) and the counterpart is finite in more of them."""
+    from divrec.metrics.evaluator import category_fallback
+
+    alt = category_fallback(metric)
+    if alt is None:
+        return metric
+    ok = df[df["status"] == "ok"] if "status" in df.columns else df
+    have, have_alt = _n_finite(ok, metric), _n_finite(ok, alt)
+    return alt if have < len(ok) and have_alt > have else metric
+
+
+def _n_finite(df: pd.DataFrame, col: str) -> int:
+    """Rows of ``df`` with a finite value in ``col`` (0 when there is no such column)."""
+    if col not in df.columns:
+        return 0
+    values = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    return int(np.isfinite(values).sum())
 
 
 def pareto_front(

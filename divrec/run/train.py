@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from divrec.config.check import validate_against_data, validate_config
 from divrec.data.datamodule import RecDataModule
 from divrec.errors import ConfigError, DivrecError
+from divrec.metrics.evaluator import category_fallback, has_categories
 from divrec.run.artifacts import (
     config_hash,
     recommendations_frame,
@@ -80,7 +81,8 @@ def eval_points(cfg: DictConfig) -> list[tuple[str, dict, dict]]:
 
 
 def train(cfg: DictConfig) -> float | tuple[float, ...]:
-    """Run one experiment; returns ``cfg.optimized_metric`` (best validation value)."""
+    """Run one experiment; returns ``cfg.optimized_metric`` (best validation value; see
+    :func:`objective` for a metric the run did not log)."""
     t0 = time.time()
     quiet_output()  # third-party noise off, one console line per log record
     validate_config(cfg)  # before any data is loaded: typos, types, ranges
@@ -92,7 +94,7 @@ def train(cfg: DictConfig) -> float | tuple[float, ...]:
     torch.set_float32_matmul_precision("high")
 
     dm = build_datamodule(cfg)
-    validate_against_data(cfg, len(dm.catalogue))
+    validate_against_data(cfg, len(dm.catalogue), has_categories(dm.catalogue.category_matrix))
     _print_stats(dm.stats)
     dm.save_split(out / "split")
     module = build_module(cfg, dm)
@@ -156,11 +158,24 @@ def train(cfg: DictConfig) -> float | tuple[float, ...]:
         finish_wandb()
     log.info("run folder: %s", out)
     if _is_multi(cfg):  # multi-objective search: values of the validated best weights
-        return tuple(float(results[0].get(m, float("nan"))) for m in cfg.optimized_metric)
-    target = results[0].get(cfg.optimized_metric, float("nan"))
+        return tuple(objective(results[0], m) for m in cfg.optimized_metric)
     if ckpt_cb is not None and ckpt_cb.monitor == cfg.optimized_metric and not math.isnan(val_best):
-        target = val_best
-    return float(target)
+        return val_best
+    return objective(results[0], cfg.optimized_metric)
+
+
+def objective(metrics: dict[str, float], name: str) -> float:
+    """``metrics[name]`` for a sweeper. A category metric the run could not log (no item
+    categories) is replaced by its ``ild_emb`` counterpart, said in one warning; any other
+    missing metric is a ConfigError naming the logged ones."""
+    if name in metrics:
+        return float(metrics[name])
+    alt = category_fallback(name)
+    if alt is not None and alt in metrics:
+        log.warning("optimized_metric %s not logged (no item categories): using %s", name, alt)
+        return float(metrics[alt])
+    logged = ", ".join(sorted(k for k in metrics if "/" in k)) or "none"
+    raise ConfigError(f"optimized_metric: {name!r} was not logged by this run; logged: {logged}")
 
 
 def _validate(trainer: pl.Trainer, module, dm, ckpt: str | None, quiet: bool) -> None:

@@ -220,7 +220,7 @@ def test_csv_unknown_items(tmp_path, caplog):
         ({"inter": "user_id,rating\nu1,4\n"}, r"interactions\.csv: missing column.*item_id"),
         ({"inter": "user_id,item_id,rating\nu1,i1,4\nu2,i2,NaN\n"}, r"interactions\.csv line 3: rating is NaN"),
         ({"inter": "user_id,item_id,rating\nu1,i1,4\n,i2,3\n"}, r"interactions\.csv line 3: missing user_id"),
-        ({"items": "item_id,title\ni1,K\n"}, r"items\.csv: missing column 'categories'"),
+        ({"items": "item_id,name\ni1,K\n"}, r"items\.csv: missing column .title."),
         ({"items": None}, r"items\.csv: file not found"),
         ({"users": "name\nx\n"}, r"users\.csv: missing column 'user_id'"),
         ({"inter": ""}, r"interactions\.csv: empty file"),
@@ -266,3 +266,24 @@ def test_registry_converts_omegaconf(tmp_path):
     cfg = OmegaConf.create({"path": str(tmp_path), "columns": {"title": "title"}})
     ds = load_source("csv", **cfg)
     assert len(ds.items) == 3
+
+
+def test_csv_without_categories_column(tmp_path, caplog):
+    make_csv(tmp_path, items="item_id,title,brand\ni1,Kettle,Acme\ni2,Mug,\ni3,Lamp,Lumo\n")
+    with caplog.at_level(logging.INFO, logger="divrec.data.sources.csv"):
+        ds = load_csv(str(tmp_path))
+    assert [list(c) for c in ds.items["categories"]] == [[], [], []]
+    assert _item(ds, "i1")["brand"] == "Acme"
+    assert "no 'categories' column" in caplog.text
+
+
+def test_csv_yaml_lists_every_loader_option():
+    import inspect
+
+    from omegaconf import OmegaConf
+
+    conf = OmegaConf.load(Path(__file__).parents[2] / "conf" / "data" / "csv.yaml")
+    for name, param in inspect.signature(load_csv).parameters.items():
+        assert name in conf.keys(), f"conf/data/csv.yaml lacks {name}"
+        if param.default is not inspect.Parameter.empty:
+            assert conf[name] == param.default, name

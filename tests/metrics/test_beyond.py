@@ -27,9 +27,9 @@ def ref_cosine(x: np.ndarray, y: np.ndarray) -> float:
     return 0.0 if nx == 0 or ny == 0 else float(x @ y / (nx * ny))
 
 
-def ref_ild(top: list[int], sim) -> float:
-    pairs = list(combinations(top, 2))
-    if not pairs:  # a single item has no pair: ILD 0 by definition
+def ref_ild(top: list[int], sim, keep=lambda i: True) -> float:
+    pairs = [(i, j) for i, j in combinations(top, 2) if keep(i) and keep(j)]
+    if not pairs:  # a single item (or no pair of kept items) has no pair: ILD 0 by definition
         return 0.0
     return 1.0 - sum(sim(i, j) for i, j in pairs) / len(pairs)
 
@@ -66,7 +66,7 @@ def ref_per_user(name: str, case: Case, u: int, k: int, alpha: float) -> float |
     top = case.lists[u][:k]
     cats = case.item_cats
     if name == "ild_cat":
-        return ref_ild(top, lambda i, j: ref_jaccard(cats[i], cats[j]))
+        return ref_ild(top, lambda i, j: ref_jaccard(cats[i], cats[j]), lambda i: bool(cats[i]))
     if name == "ild_emb":
         return ref_ild(top, lambda i, j: ref_cosine(case.emb[i], case.emb[j]))
     covered = set().union(*(cats[i] for i in top))
@@ -128,17 +128,31 @@ def _run(ev: RankingEvaluator, lists: list[list[int]], truths: list[list[int]]) 
 
 
 def test_ild_cat_hand() -> None:
-    # list [0, 1, 2]: J({a,b},{b}) = 1/2, J({a,b},{}) = 0, J({b},{}) = 0 -> mean 1/6 -> 5/6
+    # list [0, 1, 2]: J({a,b},{b}) = 1/2; item 2 has no category, its pairs are left out -> 1/2
     got = _run(_hand_evaluator(["ild_cat"], [1, 3]), [[0, 1, 2]], [[0]])
-    assert got["test/ild_cat@3"] == pytest.approx(5 / 6)
+    assert got["test/ild_cat@3"] == pytest.approx(1 / 2)
     assert got["test/ild_cat@1"] == 0.0  # one item, no pair
 
 
-def test_ild_cat_empty_sets() -> None:
-    # two items without categories: Jaccard(empty, empty) = 0 by definition -> ILD 1
-    cat = torch.zeros(3, 2)
+def test_ild_cat_uncategorised_items_do_not_look_diverse() -> None:
+    # items 1 and 2 have no category: a list of them has no categorised pair -> 0, never 1
+    cat = torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
     ev = RankingEvaluator(["ild_cat"], [2], cat, torch.ones(3), n_train_users=2)
-    assert _run(ev, [[0, 1]], [[2]])["test/ild_cat@2"] == pytest.approx(1.0)
+    assert _run(ev, [[1, 2]], [[0]])["test/ild_cat@2"] == 0.0
+
+
+def test_category_metrics_left_out_without_categories(caplog) -> None:
+    # no item has a category: ild_cat, cat_coverage, alpha_ndcg are undefined, not logged
+    names = ["ndcg", "ild_cat", "cat_coverage", "alpha_ndcg", "novelty"]
+    with caplog.at_level("WARNING", logger="divrec.metrics.evaluator"):
+        ev = RankingEvaluator(names, [2], torch.zeros(3, 0), torch.ones(3), n_train_users=2)
+    got = _run(ev, [[1, 2]], [[0]])
+    assert {k.split("@")[0] for k in got if "@" in k} == {"test/ndcg", "test/novelty"}
+    warned = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "ild_cat, cat_coverage, alpha_ndcg" in warned[0].getMessage()
+    assert "no categories" in warned[0].getMessage()
+    with pytest.raises(ConfigError, match=r"^eval\.metrics: only category metrics"):
+        RankingEvaluator(["ild_cat"], [2], torch.zeros(3, 0), torch.ones(3), n_train_users=2)
 
 
 def test_ild_emb_hand() -> None:

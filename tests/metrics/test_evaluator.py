@@ -225,3 +225,9 @@ def test_real_gloo_ddp_reduction(tmp_path) -> None:
     want = single.compute()
     want["test/n_skipped_users"] += 4
     _assert_same(want, torch.load(out))
+
+
+def test_xquad_ranker_without_categories_is_a_config_error() -> None:
+    Ranker.from_config({"name": "xquad"}, categories=torch.ones(4, 2))  # categories: fine
+    with pytest.raises(ConfigError, match=r"^rerank: xquad needs item categories"):
+        Ranker.from_config({"name": "xquad"}, categories=torch.zeros(4, 0))

@@ -249,3 +249,37 @@ def test_logs_to_wandb_only_when_a_run_is_active(sweep, monkeypatch, active):
     assert kind == "table" and table["run"].tolist()[0] == "0" and len(table) == 6
     assert table["seed"].tolist() == [None] * 5 + [7]  # no pd.NA reaches wandb
     assert logged["report/pareto"] == ("image", str(sweep / "report" / "pareto.png"))
+
+
+def test_missing_category_axis_falls_back_to_ild_emb(tmp_path, capsys):
+    # run "nocat" was trained without categories: no ild_cat; it must not win on a made-up 1.0
+    root = tmp_path / "sweep"
+    emb = "test/ild_emb@10"
+    ok = {"status": "ok", "error": None}
+    write_run(root, "a", {X: 0.40, Y: 0.30, emb: 0.20}, ok)
+    write_run(root, "b", {X: 0.30, Y: 0.50, emb: 0.60}, ok)
+    write_run(root, "nocat", {X: 0.20, Y: math.nan, emb: 0.10}, ok)
+    result = make_report(root, log_wandb=False)
+    out = capsys.readouterr().out
+    assert out.count("using test/ild_emb@10 instead") == 1 and "test/ild_cat@10" in out
+    assert (result["x"], result["y"]) == (X, emb)
+    front = dict(zip(result["df"]["run"], result["df"]["pareto"], strict=True))
+    assert front == {"a": True, "b": True, "nocat": False}
+    assert "`test/ndcg@10` vs `test/ild_emb@10`" in result["markdown"].read_text()
+
+
+def test_category_axis_absent_everywhere_falls_back(tmp_path, capsys):
+    root = tmp_path / "sweep"
+    ok = {"status": "ok", "error": None}
+    write_run(root, "a", {X: 0.40, "test/ild_emb@10": 0.20}, ok)
+    write_run(root, "b", {X: 0.30, "test/ild_emb@10": 0.60}, ok)
+    assert main([str(root)]) == 0  # the default y (ild_cat) is in no run: no error
+    assert "using test/ild_emb@10 instead" in capsys.readouterr().out
+
+
+def test_axis_kept_when_every_run_has_it(tmp_path, capsys):
+    root = tmp_path / "sweep"
+    ok = {"status": "ok", "error": None}
+    write_run(root, "a", {X: 0.40, Y: 0.3, "test/ild_emb@10": 0.20}, ok)
+    assert make_report(root, log_wandb=False)["y"] == Y
+    assert "instead" not in capsys.readouterr().out

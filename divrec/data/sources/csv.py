@@ -325,9 +325,11 @@ def load_csv(
 
     ``columns`` maps contract names (user_id, item_id, rating, timestamp, title, categories)
     to the file's column names. ``interactions`` needs user_id and item_id (rating -> 1.0
-    and timestamp -> row order when the column is absent); ``items`` needs item_id, title,
-    categories (split on ``category_sep``; other columns become text columns); ``users`` is
-    optional (skipped when the file does not exist; all columns become text columns).
+    and timestamp -> row order when the column is absent); ``items`` needs item_id and title;
+    categories are split on ``category_sep`` (no such column: every item has none, and the
+    category metrics are left out); other columns become text columns. ``users`` is optional
+    (skipped when the file does not exist; all columns become text columns). ``sep`` and
+    ``encoding`` apply to every file; ``unknown_items``: ``drop`` or ``error``.
     """
     check_unknown_items_mode(unknown_items)
     cols = {k: k for k in CSV_KEYS}
@@ -361,14 +363,18 @@ def load_csv(
     item_header = read_header(items_path, sep, encoding)
     kinds = {c: "text" for c in item_header}
     kinds[cols["item_id"]] = "id"
-    for key in ("item_id", "title", "categories"):
+    for key in ("item_id", "title"):
         if cols[key] not in item_header:
             raise DataError(f"{items_path}: missing column {cols[key]!r}; have {item_header}")
     item_df = read_delimited(items_path, kinds, **opts)
     item_df = item_df.rename(
         columns={cols["item_id"]: "item_id", cols["title"]: "title", cols["categories"]: "_cats"}
     )
-    item_df["categories"] = split_categories(item_df.pop("_cats"), category_sep)
+    if "_cats" in item_df:
+        item_df["categories"] = split_categories(item_df.pop("_cats"), category_sep)
+    else:
+        log.info("%s: no %r column; items have no categories", items_path, cols["categories"])
+        item_df["categories"] = empty_lists(len(item_df))
     item_df = drop_duplicate_ids(item_df, "item_id", str(items_path))
     inter = apply_unknown_items(inter, item_df["item_id"], unknown_items, str(inter_path))
 
