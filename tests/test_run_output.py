@@ -66,8 +66,9 @@ def test_no_epoch_line_outside_fit(compose, caplog):
 
 
 def test_tiny_run_output_has_no_noise_or_repeats(compose, capfd, recwarn):
-    """As under Hydra: a root console handler; every INFO line once, no noise strings."""
-    from divrec.run.train import train
+    """As under Hydra: a root console handler; every INFO line once, no noise strings.
+    ``run`` (what train.py calls) finishes the W&B run, so no run leaks into later tests."""
+    from divrec.run.train import run
 
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
@@ -77,7 +78,7 @@ def test_tiny_run_output_has_no_noise_or_repeats(compose, capfd, recwarn):
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     try:
-        train(compose("logger=wandb", "trainer.max_epochs=2", "trainer.limit_train_batches=2"))
+        run(compose("logger=wandb", "trainer.max_epochs=2", "trainer.limit_train_batches=2"))
     finally:
         root.removeHandler(handler)
         root.setLevel(level)

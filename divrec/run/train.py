@@ -167,7 +167,8 @@ def train(cfg: DictConfig) -> float | tuple[float, ...]:
 def objective(metrics: dict[str, float], name: str) -> float:
     """``metrics[name]`` for a sweeper. A category metric the run could not log (no item
     categories) is replaced by its ``ild_emb`` counterpart, said in one warning; any other
-    missing metric is a ConfigError naming the logged ones."""
+    missing metric is NaN (the finished run stays a success; a sweeper sees a failed trial),
+    with one warning naming the logged ones."""
     if name in metrics:
         return float(metrics[name])
     alt = category_fallback(name)
@@ -175,7 +176,8 @@ def objective(metrics: dict[str, float], name: str) -> float:
         log.warning("optimized_metric %s not logged (no item categories): using %s", name, alt)
         return float(metrics[alt])
     logged = ", ".join(sorted(k for k in metrics if "/" in k)) or "none"
-    raise ConfigError(f"optimized_metric: {name!r} was not logged by this run; logged: {logged}")
+    log.warning("optimized_metric: %r was not logged by this run (NaN); logged: %s", name, logged)
+    return float("nan")
 
 
 def _validate(trainer: pl.Trainer, module, dm, ckpt: str | None, quiet: bool) -> None:

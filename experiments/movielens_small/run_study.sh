@@ -13,7 +13,8 @@ P="$P rerank_sweep={key:diversity,values:[0.0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8],n
 mkdir -p "$R/logs"
 
 job() {  # job <folder> <overrides...>: one multirun (seeds of the protocol, or the given one)
-  local dir=$1; shift
+  local dir=${1:-}; shift || true
+  if [ -z "$dir" ]; then echo "job: no run folder given" >&2; return 1; fi  # never rm -rf "$R/"
   set -f  # overrides hold [ ] and { }: never glob them
   if [ -f "$R/$dir/.done" ]; then return 0; fi
   rm -rf "${R:?}/$dir"
@@ -29,7 +30,10 @@ job() {  # job <folder> <overrides...>: one multirun (seeds of the protocol, or 
 export -f job
 export R P PY
 
-queue() { xargs -P "$JOBS" -L 1 bash -c 'job "$@"' _; }
+queue() {  # one job per input line; ONLY="<folder> ...": run just those folders
+  grep -v '^$' | { if [ -n "${ONLY:-}" ]; then grep -E "^($(echo "$ONLY" | tr ' ' '|'))( |$)"; else cat; fi; } |
+    xargs -r -P "$JOBS" -L 1 bash -c 'job "$@"' _ || true  # a failed job is reported, not fatal
+}
 
 # 1. trainings (longest first), the tuned grids: 3 settings per tuned model and seed
 queue <<'EOF'
@@ -57,7 +61,8 @@ EOF
 for s in 1 2 3; do
   for setting in "false 0.5 0.5 50" "true 0.5 0.5 50" "true 0.25 0.25 50"; do
     read -r id ib ub k <<<"$setting"
-    run=$R/history_hybrid$([ "$id" = true ] && echo _id)/$((s - 1))
+    if [ "$id" = true ]; then run=$R/history_hybrid_id/$((s - 1)); else run=$R/history_hybrid/$((s - 1)); fi
+    [ -d "$run/checkpoints" ] || continue  # that hybrid was not trained (ONLY)
     ckpt=$(ls "$run"/checkpoints/epoch*.ckpt)
     echo "history_hybrid_tuned--id=$id,ib=$ib,ub=$ub,k=$k/s$s hydra.sweeper.params.seed=$s" \
       "model.user_tower=history model/cf=hybrid model.id_embeddings=$id train=false" \
