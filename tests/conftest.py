@@ -54,14 +54,18 @@ def shared_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def compose(tiny_model_dir, shared_cache, tmp_path):
-    """compose(*overrides) -> a resolved-ready DictConfig for a tiny run in ``tmp_path``."""
+    """compose(*overrides) -> a resolved-ready DictConfig for a tiny run in ``tmp_path``
+    (any ``data=`` source: shop_sim's size keys are left out for the others)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
     def _compose(*overrides: str, cache: Path | None = None):
         baseline = any(o.startswith("model=") and o != "model=two_tower" for o in overrides)
-        two_tower_only = ("model.head_hidden", "model.id_embeddings")
-        tiny = [o for o in TINY_OVERRIDES if not (baseline and o.startswith(two_tower_only))]
+        other_source = any(o.startswith("data=") and o != "data=shop_sim" for o in overrides)
+        drop = (("model.head_hidden", "model.id_embeddings") if baseline else ()) + (
+            ("data.n_",) if other_source else ()  # shop_sim's size keys
+        )
+        tiny = [o for o in TINY_OVERRIDES if not (drop and o.startswith(drop))]
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
             return hydra_compose(
                 config_name="train",

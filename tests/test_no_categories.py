@@ -14,8 +14,6 @@ import pytest
 from divrec.errors import ConfigError
 from divrec.run.train import objective, train
 
-from .conftest import ROOT, TINY_OVERRIDES
-
 
 def _csv_folder(root: Path, n_users: int = 30, n_items: int = 40) -> Path:
     """items.csv (item_id, title: no categories column) and interactions.csv."""
@@ -33,29 +31,9 @@ def _csv_folder(root: Path, n_users: int = 30, n_items: int = 40) -> Path:
 
 
 @pytest.fixture
-def csv_cfg(tiny_model_dir, shared_cache, tmp_path):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
+def csv_cfg(compose, tmp_path):
     folder = _csv_folder(tmp_path / "data")
-
-    def _compose(*overrides: str):
-        tiny = [o for o in TINY_OVERRIDES if not o.startswith("data.n_")]
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            return hydra_compose(
-                config_name="train",
-                overrides=[
-                    "data=csv",
-                    f"data.path={folder}",
-                    *tiny,
-                    f"model.encoder.pretrained={tiny_model_dir}",
-                    f"paths.output_dir={tmp_path / 'run'}",
-                    f"paths.cache_dir={shared_cache}",
-                    *overrides,
-                ],
-            )
-
-    return _compose
+    return lambda *overrides: compose("data=csv", f"data.path={folder}", *overrides)
 
 
 def test_run_without_categories_logs_no_category_metric(csv_cfg, tmp_path, caplog):

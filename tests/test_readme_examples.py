@@ -17,12 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose as hydra_compose
-from hydra import initialize_config_dir
 
 from divrec.data.sources import load_source
 from divrec.run.train import train
-from tests.conftest import ROOT, TINY_OVERRIDES
+from tests.conftest import ROOT
 
 START, END = "<!-- worked examples start -->", "<!-- worked examples end -->"
 ENV = re.compile(r"^[A-Z_][A-Z0-9_]*=")
@@ -117,26 +115,14 @@ def test_block_has_one_example_per_source():
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: re.search(r"data=(\w+)", c).group(1))
-def test_worked_example_runs(command, files, tiny_model_dir, shared_cache, tmp_path, monkeypatch):
+def test_worked_example_runs(command, files, compose, tmp_path, monkeypatch):
     words = [w.replace("/path/to/", f"{files}/") for w in shlex.split(command)]
     while ENV.match(words[0]):
         name, value = words.pop(0).split("=", 1)
         monkeypatch.setenv(name, value)
     assert words[:2] == ["python", "train.py"], command
     overrides = words[2:]
-    shop = "data=shop_sim" in overrides
-    tiny = [o for o in TINY_OVERRIDES if shop or not o.startswith("data.n_")]
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = hydra_compose(
-            config_name="train",
-            overrides=[
-                *overrides,
-                *tiny,
-                f"model.encoder.pretrained={tiny_model_dir}",
-                f"paths.output_dir={tmp_path / 'run'}",
-                f"paths.cache_dir={shared_cache}",
-            ],
-        )
+    cfg = compose(*overrides)
     train(cfg)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["meta"]["status"] == "ok"
