@@ -81,7 +81,7 @@ def category_needs(cfg: DictConfig) -> list[str]:
     """Problems of ``cfg`` on a catalogue without categories: xQuAD (the run's re-ranker or a
     ``rerank_sweep`` name), a callback monitoring a category metric (never logged) and a
     category loss term with ``loss.diversity_weight > 0`` (weight 0: the term is unused)."""
-    why = "needs item categories and this catalogue has none"
+    why = "needs item categories and this catalogue has none (data.categories_from=clusters gives it some)"
     errors = []
     sweep = (cfg.get("rerank_sweep") or {}).get("names") or []
     if "xquad" in {cfg.rerank.get("name", "none"), *sweep}:

@@ -76,7 +76,7 @@ def drop_category_metrics(metrics: list[str], category_matrix: Tensor) -> list[s
     if dropped:
         log.warning(
             "metrics %s left out: the catalogue has no categories, so they are undefined "
-            "(ild_emb measures diversity without them)",
+            "(ild_emb measures diversity without them; data.categories_from=clusters derives categories)",
             ", ".join(dropped),
         )
     return [m for m in metrics if m not in CATEGORY_METRICS]
