@@ -310,6 +310,7 @@ class EvalSchema:
 
     ks: list[int] = opt([10, 20], "cut-offs K", ge=1, le=100, min_len=1)
     save_topk: int = opt(100, "list length in recommendations.parquet", ge=1)
+    mask_seen: bool = opt(True, "never list a seen item (false: repeat purchases can be)")
     score_cache_mb: int = opt(512, "eval scores kept in memory for re-rank sweeps (0: off)", ge=0)
     metrics: list[str] = opt(
         ["recall", "ndcg", "mrr", "hit", "precision", "f1", "ild_cat", "ild_emb"]
