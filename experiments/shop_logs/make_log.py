@@ -52,7 +52,9 @@ def make_log(
     # k-th re-purchase of a pair: the first time plus the sum of k gaps
     gaps = rng.exponential(21 * DAY, len(rep)).astype(np.int64)
     pair = np.repeat(np.arange(len(first)), n_re)
-    rep["timestamp"] = rep["timestamp"].to_numpy() + pd.Series(gaps).groupby(pair).cumsum().to_numpy()
+    rep["timestamp"] = (
+        rep["timestamp"].to_numpy() + pd.Series(gaps).groupby(pair).cumsum().to_numpy()
+    )
     lines = pd.concat([first, rep], ignore_index=True).sort_values("timestamp", kind="stable")
     lines = lines.reset_index(drop=True)
 
@@ -85,7 +87,9 @@ def make_log(
     log = pd.concat([out, post, cancel, guest], ignore_index=True).sort_values("ts", kind="stable")
     log["InvoiceDate"] = pd.to_datetime(log.pop("ts"), unit="s").dt.strftime("%m/%d/%Y %H:%M")
     cols = ["InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice"]
-    truth = {i: cats[0] for i, cats in zip(ds.items["item_id"], ds.items["categories"], strict=True)}
+    truth = {
+        i: cats[0] for i, cats in zip(ds.items["item_id"], ds.items["categories"], strict=True)
+    }
     return log[[*cols, "CustomerID"]].reset_index(drop=True), truth
 
 

@@ -71,7 +71,8 @@ def table(df: pd.DataFrame, cols: list[tuple[str, str]], keys: list[str]) -> str
     out.append("|" + "---|" * (len(head) + len(cols)))
     order = {m: j for j, m in enumerate(MODELS)}
     groups = sorted(
-        df.groupby(keys), key=lambda g: (g[0][0] != "random", g[0][1], order.get(g[0][2], 99), g[0][3:])
+        df.groupby(keys),
+        key=lambda g: (g[0][0] != "random", g[0][1], order.get(g[0][2], 99), g[0][3:]),
     )
     for key, g in groups:
         split, repeats, model = key[:3]
