@@ -2,7 +2,8 @@
 
 ``python -m experiments.shop_logs.make_log OUT.csv.gz [--users N --items N --pairs N --seed S]``
 
-What the log has, on top of shop_sim's (user, item) first purchases and their times:
+What the log has, on top of shop_sim's (user, item) first purchases and their order (each
+customer's gaps stretched 5x, to ~10 days):
 
 - **Repeat purchases.** A share ``consumable`` of the items (default 35%) are re-bought: each
   first purchase of such an item is followed by ``Poisson(rebuy_mean)`` more purchases, each
@@ -40,12 +41,17 @@ def make_log(
     seed: int = 0,
     consumable: float = 0.35,
     rebuy_mean: float = 1.5,
+    stretch: int = 5,
 ) -> tuple[pd.DataFrame, dict[str, str]]:
     """(invoice lines in UCI Online Retail columns, StockCode -> true leaf path)."""
     ds = load_shop_sim(n_items=n_items, n_users=n_users, n_interactions=n_pairs, seed=seed)
     rng = np.random.default_rng(seed + 1)
     items = ds.items.set_index("item_id")
-    first = ds.interactions[["user_id", "item_id", "timestamp"]]
+    first = ds.interactions[["user_id", "item_id", "timestamp"]].copy()
+    # shop_sim's first purchases are ~2 days apart; a shop's customers come back over months:
+    # each customer's gaps are stretched by ``stretch`` from their first purchase on
+    start = first.groupby("user_id")["timestamp"].transform("min")
+    first["timestamp"] = start + (first["timestamp"] - start) * stretch
     is_cons = pd.Series(rng.random(len(items)) < consumable, index=items.index)
     n_re = np.where(is_cons[first["item_id"]].to_numpy(), rng.poisson(rebuy_mean, len(first)), 0)
     rep = first.loc[first.index.repeat(n_re)].reset_index(drop=True)
