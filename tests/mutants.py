@@ -187,6 +187,28 @@ MUTANTS: tuple[Mutant, ...] = (
         "vals, perm = torch.sort(vals, dim=1, descending=False, stable=True)",
         ("tests/rerank/", PIPE),
     ),
+    # --- repeat purchases (#19) --------------------------------------------------------------
+    Mutant(
+        "eval.mask_seen=false ignored (seen items still masked)",
+        "divrec/evaluation/module.py",
+        r"masked = seen if self\.mask_seen else None",
+        "masked = seen",
+        ("tests/baselines/test_buy_again.py::test_repeat_purchase_run_end_to_end",),
+    ),
+    Mutant(
+        "repeat truth taken from the unseen items",
+        "divrec/metrics/repeat.py",
+        r"kept = truth & seen if",
+        "kept = truth & ~seen if",
+        ("tests/metrics/test_repeat.py",),
+    ),
+    Mutant(
+        "buy_again fitted on a binarised matrix",
+        "divrec/baselines/module.py",
+        r"    if not counts:\n",
+        "    if True:\n",
+        ("tests/baselines/test_buy_again.py",),
+    ),
 )
 
 

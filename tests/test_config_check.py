@@ -327,3 +327,38 @@ def test_pooling_options_follow_the_pooling(compose):
     )
     msg = _error(compose("model.pooling.name=mean", "+model.pooling.mode=softmax"))
     assert msg.startswith("model.pooling.mode: unknown key"), msg
+
+
+REPEAT_RUN = [
+    "data=transactions",
+    "data.path=/nowhere/lines.csv",
+    "data.aggregate=invoice",
+    "data.preprocess.dedup=none",
+    "model=buy_again",
+    "eval.mask_seen=false",
+]
+
+
+def _warnings(caplog, cfg) -> list[str]:
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="divrec.config.check"):
+        validate_config(cfg)
+    return [r.getMessage() for r in caplog.records]
+
+
+def test_repeat_purchase_settings_that_undo_each_other_warn(caplog):
+    assert _warnings(caplog, _plain(*REPEAT_RUN)) == []  # the README's repeat-purchase run
+    (dedup,) = _warnings(caplog, _plain(*REPEAT_RUN[:3], *REPEAT_RUN[4:]))  # dedup: latest
+    assert dedup.startswith("data.aggregate=invoice keeps repeat purchases")
+    assert "data.preprocess.dedup=latest" in dedup and dedup.endswith("dedup=none")
+    (masked,) = _warnings(caplog, _plain(*REPEAT_RUN[:5]))  # eval.mask_seen: true
+    assert masked.startswith("model=buy_again with eval.mask_seen=true")
+    assert "ranks like model=pop" in masked
+    assert len(_warnings(caplog, _plain(*REPEAT_RUN[:3], "model=buy_again"))) == 2
+    assert _warnings(caplog, _plain("model=pop")) == []  # nothing repeat-related: silent
+
+
+def test_bad_repeat_values_are_config_errors():
+    assert "eval.mask_seen: expected true/false" in _error(_plain("eval.mask_seen=maybe"))
+    msg = _error(_plain("eval.metrics=[ndcg_repeat,recall_neww]"))
+    assert msg.startswith("eval.metrics[1]:") and "did you mean 'recall_new'" in msg

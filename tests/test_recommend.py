@@ -93,6 +93,18 @@ def test_fresh_history_changes_when_one_item_is_added(hist_model):
     assert not set(longer.item_id) & {*history, ids[200]}
 
 
+def test_exclude_seen_defaults_to_the_runs_eval_mask_seen(hist_model, monkeypatch):
+    ids = hist_model.dm.catalogue.item_ids
+    history = [ids[3], ids[50]]
+    n = len(ids)
+    assert hist_model.module.mask_seen  # the run's eval.mask_seen (default true)
+    assert not set(recommend(hist_model, history, k=n).item_id) & set(history)
+    monkeypatch.setattr(hist_model.module, "mask_seen", False)  # a run with eval.mask_seen=false
+    assert set(history) <= set(recommend(hist_model, history, k=n).item_id)
+    masked = recommend(hist_model, history, k=n, exclude_seen=True)  # explicit wins
+    assert len(masked) == n - 2 and not set(masked.item_id) & set(history)
+
+
 @pytest.mark.parametrize("which", ["hist_model", "hybrid_model"])
 def test_history_of_a_training_user_reproduces_the_eval_scores(request, which):
     model = request.getfixturevalue(which)

@@ -10,6 +10,7 @@ from typing import Any
 
 from divrec.baselines.base import Baseline, is_int
 from divrec.baselines.bpr import BPR, PairwiseBaseline
+from divrec.baselines.buy_again import BuyAgain
 from divrec.baselines.ease import EASE
 from divrec.baselines.itemknn import ItemKNN
 from divrec.baselines.lightgcn import LightGCN
@@ -22,6 +23,7 @@ BASELINES: dict[str, type[Baseline]] = {
     "ease": EASE,
     "bpr": BPR,
     "lightgcn": LightGCN,
+    "buy_again": BuyAgain,
 }
 
 _SIZE_ARGS = ("n_users", "n_items")
@@ -68,6 +70,7 @@ __all__ = [
     "BPR",
     "EASE",
     "Baseline",
+    "BuyAgain",
     "ItemKNN",
     "LightGCN",
     "PairwiseBaseline",

@@ -1,6 +1,7 @@
 """Common interface of the classic baselines and the sparse-matrix helpers they share.
 
-The harness calls ``fit(train)`` once with the [U, N] 0/1 training matrix, then ``score`` on
+The harness calls ``fit(train)`` once with the [U, N] 0/1 training matrix (a baseline with
+``uses_counts`` gets the summed ``row_weights`` of each (user, item) instead), then ``score`` on
 batches of users; it masks seen items and takes top-K itself. Everything ``fit`` computes is a
 registered buffer, so ``.to(device)``, ``state_dict`` and Lightning checkpoints carry it.
 Buffers whose shape is only known after ``fit`` start empty and are resized when a state dict
@@ -29,6 +30,7 @@ class Baseline(nn.Module):
     """
 
     needs_training: bool = False
+    uses_counts: bool = False  # True: fit gets summed row weights per (user, item), not 0/1
 
     def __init__(self) -> None:
         super().__init__()
@@ -44,6 +46,11 @@ class Baseline(nn.Module):
     def fit(self, train: sp.csr_matrix) -> None:
         """Compute everything ``score`` needs from the [U, N] 0/1 training matrix."""
         raise NotImplementedError
+
+    def row_weights(self, ratings: np.ndarray) -> np.ndarray:
+        """Weight of each training row (``ratings [rows]``) in the matrix ``fit`` gets when
+        ``uses_counts``: one per row (the matrix then counts interactions)."""
+        return np.ones(len(ratings), np.float32)
 
     def score(self, user_idx: torch.Tensor) -> torch.Tensor:
         """Scores of every item for each user: user_idx [B] -> scores [B, N], unmasked."""
@@ -77,10 +84,13 @@ class Baseline(nn.Module):
         )
 
 
-def check_train(train: Any, expected_shape: tuple[int, int] | None = None) -> sp.csr_matrix:
-    """Validate the training matrix and return it as a binary float32 CSR with sorted indices.
+def check_train(
+    train: Any, expected_shape: tuple[int, int] | None = None, binary: bool = True
+) -> sp.csr_matrix:
+    """Validate the training matrix and return it as a float32 CSR with sorted indices.
 
-    Any stored non-zero counts as one interaction (duplicates are summed, then binarised).
+    Any stored non-zero counts as one interaction (duplicates are summed, then binarised);
+    ``binary=False`` keeps the summed values (interaction counts or weights).
     """
     if not sp.issparse(train):
         raise DataError(f"train matrix: expected a scipy.sparse matrix, got {type(train).__name__}")
@@ -102,7 +112,8 @@ def check_train(train: Any, expected_shape: tuple[int, int] | None = None) -> sp
     x.eliminate_zeros()
     if x.nnz == 0:
         raise DataError("train matrix: has no interactions")
-    x.data[:] = 1.0
+    if binary:
+        x.data[:] = 1.0
     x.sort_indices()
     return x
 
@@ -147,9 +158,14 @@ def fixed_width_csr(cols: torch.Tensor, values: torch.Tensor, n_cols: int) -> to
 
 
 def rows_to_dense(
-    indptr: torch.Tensor, indices: torch.Tensor, rows: torch.Tensor, n_cols: int
+    indptr: torch.Tensor,
+    indices: torch.Tensor,
+    rows: torch.Tensor,
+    n_cols: int,
+    values: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Dense 0/1 rows of a binary CSR matrix: rows Long[B] -> Float[B, n_cols], no Python loop."""
+    """Dense rows of a CSR matrix: rows Long[B] -> Float[B, n_cols], no Python loop; 0/1
+    (a binary matrix) unless ``values [nnz]`` are given."""
     rows = rows.to(indptr.device, torch.long)
     starts = indptr[rows]
     lengths = indptr[rows + 1] - starts
@@ -159,7 +175,8 @@ def rows_to_dense(
         return out
     seg_start = torch.cumsum(lengths, 0) - lengths  # offset of each row's segment in `which`
     offset = torch.arange(which.numel(), device=indptr.device) - seg_start[which]
-    out[which, indices[starts[which] + offset]] = 1.0
+    pos = starts[which] + offset
+    out[which, indices[pos]] = 1.0 if values is None else values[pos].to(out.dtype)
     return out
 
 

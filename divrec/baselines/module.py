@@ -1,9 +1,9 @@
 """``BaselineModule``: a classic baseline inside divrec's harness.
 
 Same DataModule, split, masking, metrics, re-rankers and run artefacts as the language-model
-models: only :meth:`score` differs. Closed-form baselines (pop, itemknn, ease) are fitted once
-and then validated/tested; pairwise ones (bpr, lightgcn) also train on the same (user, item)
-pairs through Lightning.
+models: only :meth:`score` differs. Closed-form baselines (pop, itemknn, ease, buy_again) are
+fitted once and then validated/tested; pairwise ones (bpr, lightgcn) also train on the same
+(user, item) pairs through Lightning.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import scipy.sparse as sp
 import torch
 
 from divrec.baselines import build_baseline
+from divrec.baselines.base import Baseline
 from divrec.evaluation.module import RankingModule
 
 
@@ -34,12 +35,16 @@ class BaselineModule(RankingModule):
         self.needs_training = bool(self.baseline.needs_training)
 
     def attach(self, dm, reference=None) -> None:
-        """Fit the baseline on ``dm``'s training matrix and bind the evaluation tensors."""
-        users, items = dm.train_users.numpy(), dm.train_items.numpy()
+        """Fit the baseline on ``dm``'s training matrix and bind the evaluation tensors.
+
+        The matrix is 0/1, or for a baseline with ``uses_counts`` the sum of its
+        ``row_weights`` over each (user, item)'s training rows (``dm.split.train``, in the
+        order of ``dm.train_users`` / ``dm.train_items``)."""
+        ratings = dm.split.train["rating"].to_numpy(np.float32)
         shape = (len(dm.user_ids), len(dm.catalogue))
-        train = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=shape)
-        train.sum_duplicates()
-        train.data[:] = 1.0
+        train = training_matrix(
+            self.baseline, dm.train_users.numpy(), dm.train_items.numpy(), ratings, shape
+        )
         self.baseline.fit(train)
         self.attach_eval(dm, reference)
 
@@ -57,3 +62,21 @@ class BaselineModule(RankingModule):
 
     def configure_optimizers(self):
         return self.baseline.configure_optimizers()
+
+
+def training_matrix(
+    baseline: Baseline,
+    users: np.ndarray,
+    items: np.ndarray,
+    ratings: np.ndarray,
+    shape: tuple[int, int],
+) -> sp.csr_matrix:
+    """[U, N] matrix of training rows ``users, items, ratings [rows]``: 0/1, or with
+    ``baseline.uses_counts`` each (user, item)'s summed ``baseline.row_weights(ratings)``."""
+    counts = baseline.uses_counts
+    values = baseline.row_weights(ratings) if counts else np.ones(len(users), np.float32)
+    train = sp.csr_matrix((values, (users, items)), shape=shape)
+    train.sum_duplicates()
+    if not counts:
+        train.data[:] = 1.0
+    return train

@@ -3,7 +3,9 @@
 ``validate_config(cfg)`` runs before any data is loaded and reports, in one line with each
 key's full dotted path: unknown keys (with close matches), wrong types, values out of range,
 unknown names (finetune mode, re-ranker, metric, ...), missing required values (``???``) and
-cross-key rules (split ratios sum to 1, re-rank candidates >= max K). ``validate_against_data``
+cross-key rules (split ratios sum to 1, re-rank candidates >= max K); a valid config that
+defeats its own purpose gets one warning per problem (:func:`config_warnings`).
+``validate_against_data``
 adds the checks that need the catalogue: its size, and whether it has categories at all (xQuAD
 and the category loss terms need them). Hydra's struct mode already refuses ``a.b=1``
 for a key ``b`` that does not exist; this catches ``+a.b=1`` and keys set in YAML files.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import logging
 import math
 import types
 import typing
@@ -28,6 +31,7 @@ from divrec.errors import ConfigError
 from divrec.metrics.evaluator import category_fallback
 
 _SKIP = object()  # a value that could not be read (its error is already recorded)
+log = logging.getLogger(__name__)
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -55,6 +59,29 @@ def validate_config(cfg: DictConfig) -> None:
         if not errors:
             _cross_checks(cfg, errors)
     _raise(errors)
+    for warning in config_warnings(cfg):
+        log.warning(warning)
+
+
+def config_warnings(cfg: DictConfig) -> list[str]:
+    """Valid settings that undo each other (one line each): repeat purchases kept by
+    ``data.aggregate=invoice`` but collapsed again by ``data.preprocess.dedup``, and
+    ``model=buy_again`` with its own items masked (``eval.mask_seen=true``)."""
+    out = []
+    data, model = cfg.data, cfg.model
+    dedup = (data.get("preprocess") or {}).get("dedup", "latest")
+    if data.get("aggregate") == "invoice" and dedup != "none":
+        out.append(
+            f"data.aggregate=invoice keeps repeat purchases but data.preprocess.dedup={dedup} "
+            "collapses them to one per (user, item) again; set data.preprocess.dedup=none"
+        )
+    buy_again = model.get("kind") == "baseline" and model.get("name") == "buy_again"
+    if buy_again and bool(cfg.eval.get("mask_seen", True)):
+        out.append(
+            "model=buy_again with eval.mask_seen=true: the user's own items are masked, so it "
+            "ranks like model=pop; set eval.mask_seen=false"
+        )
+    return out
 
 
 def validate_against_data(cfg: DictConfig, n_items: int, has_categories: bool = True) -> None:
@@ -81,7 +108,7 @@ def category_needs(cfg: DictConfig) -> list[str]:
     """Problems of ``cfg`` on a catalogue without categories: xQuAD (the run's re-ranker or a
     ``rerank_sweep`` name), a callback monitoring a category metric (never logged) and a
     category loss term with ``loss.diversity_weight > 0`` (weight 0: the term is unused)."""
-    why = "needs item categories and this catalogue has none"
+    why = "needs item categories and this catalogue has none (data.categories_from=clusters gives it some)"
     errors = []
     sweep = (cfg.get("rerank_sweep") or {}).get("names") or []
     if "xquad" in {cfg.rerank.get("name", "none"), *sweep}:

@@ -44,6 +44,12 @@ def _bf16_modes() -> Iterable[Any]:
     return ("auto", True, False)  # divrec.models.embed_cache.resolve_bf16
 
 
+def _cat_sources() -> Iterable[str]:
+    from divrec.data.clusters import CATEGORY_SOURCES
+
+    return CATEGORY_SOURCES
+
+
 def _finetune_modes() -> Iterable[str]:
     from divrec.models.encoder import FINETUNE_MODES
 
@@ -304,6 +310,7 @@ class EvalSchema:
 
     ks: list[int] = opt([10, 20], "cut-offs K", ge=1, le=100, min_len=1)
     save_topk: int = opt(100, "list length in recommendations.parquet", ge=1)
+    mask_seen: bool = opt(True, "never list a seen item (false: repeat purchases can be)")
     score_cache_mb: int = opt(512, "eval scores kept in memory for re-rank sweeps (0: off)", ge=0)
     metrics: list[str] = opt(
         ["recall", "ndcg", "mrr", "hit", "precision", "f1", "ild_cat", "ild_emb"]
@@ -382,6 +389,9 @@ class DataSchema:
     num_workers: int = opt(0, "DataLoader workers", ge=0)
     history_len: int = opt(50, "recent items given to the history tower", ge=1)
     length_bucketing: int | None = opt(None, "batches per length-sorted bucket (null: auto)", ge=0)
+    categories_from: str = opt("source", "item categories: source | clusters", choices=_cat_sources)
+    n_clusters: int = opt(20, "categories_from=clusters: number of clusters", ge=2)
+    cluster_seed: int = opt(0, "categories_from=clusters: k-means seed")
     preprocess: PreprocessSchema = opt(PreprocessSchema, "interaction cleaning")
     split: SplitSchema = opt(SplitSchema, "train/valid/test split")
     text: TextSchema = opt(TextSchema, "text templates and lengths")

@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from divrec.data.catalogue import Catalogue
+from divrec.data.clusters import check_cluster_args
 from divrec.data.dataset import RecDataset
 from divrec.data.history import History
 from divrec.data.preprocess import preprocess
@@ -81,9 +82,16 @@ class RecDataModule(pl.LightningDataModule):
         length_bucketing: int | None = None,
         cache_dir: str = ".cache/divrec",
         name: str | None = None,
+        categories_from: str = "source",
+        n_clusters: int = 20,
+        cluster_seed: int = 0,
         **source_args: Any,
     ) -> None:
         super().__init__()
+        check_cluster_args(categories_from, n_clusters, cluster_seed)
+        # "clusters": categories are set by set_categories (divrec.run.build.assign_clusters)
+        self.categories_from = categories_from
+        self.n_clusters, self.cluster_seed = n_clusters, cluster_seed
         self.source = source
         self.source_args = dict(source_args)
         self.tokenizer_path = tokenizer
@@ -214,6 +222,15 @@ class RecDataModule(pl.LightningDataModule):
         if cold:
             log.warning("%d valid/test user(s) have no training history", cold)
         self._ready = True
+
+    def set_categories(self, names: list[str], matrix: torch.Tensor) -> None:
+        """Replace the catalogue's categories (``names [C]``, ``matrix [N, C]`` 0/1), e.g. by
+        clusters. The source's true user interests name the old categories: they are dropped."""
+        self.catalogue.category_names = list(names)
+        self.catalogue.category_matrix = matrix.float()
+        self.user_interests = None
+        self.stats["categories"] = len(names)
+        self.stats["categories_from"] = self.categories_from
 
     def _encode(self, df: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
         users = torch.as_tensor(df["user_id"].map(self.user_index).to_numpy(np.int64, copy=True))

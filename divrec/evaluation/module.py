@@ -6,6 +6,12 @@ For each val/test batch (:meth:`RankingModule._eval_step`, the whole path in one
 top-K) -> :class:`~divrec.metrics.RankingEvaluator`; the test pass also keeps each user's top
 ``save_topk`` list for ``recommendations.parquet``. Subclasses implement :meth:`score` only.
 
+``eval.mask_seen=false`` ranks without the mask (training/valid items may be recommended: buying
+again); the metrics get the batch's ``seen`` either way (the repeat metrics need it). With the
+mask, a user with fewer than max(ks) unseen items gets seen items at the list's tail
+(:meth:`~divrec.evaluation.pipeline.Ranker.rank`), which count as hits when the truth holds
+them (only possible when repeat purchases are kept).
+
 Re-rankers use one fixed, model-independent item space: the frozen pretrained encoder's item
 vectors (``reference_embeddings``), so every model is measured on one scale; ``ild_emb`` uses
 ``eval.diversity_space`` (that space by default, or one no re-ranker optimises).
@@ -38,6 +44,7 @@ class RankingModule(pl.LightningModule):
         self.metric_names = list(evaluation.get("metrics", []))
         self.ks = sorted(int(k) for k in evaluation.get("ks", [10, 20]))
         self.save_topk = int(evaluation.get("save_topk", 100))
+        self.mask_seen = bool(evaluation.get("mask_seen", True))
         self.diversity_space = str(evaluation.get("diversity_space", "reference"))
         self.rerank_cfg = dict(rerank_cfg or {"name": "none"})
         self.ranker = Ranker.from_config(self.rerank_cfg)  # side tensors set in attach_eval
@@ -135,11 +142,13 @@ class RankingModule(pl.LightningModule):
             users = batch["user_idx"]
             scores = self.score_cache.scores((stage, batch_idx), users, lambda: self.score(batch))
             k = min(max(self.ks[-1], self.save_topk if keep else 0), scores.shape[1])
+            seen = batch["seen"]
             try:
-                top = self.ranker.rank(scores, batch["seen"], k, self.user_categories[users])
+                masked = seen if self.mask_seen else None
+                top = self.ranker.rank(scores, masked, k, self.user_categories[users])
             except DataError as e:  # "user row 3" means nothing to a user: name the user id
                 raise DataError(_name_users(str(e), users, self.user_ids)) from None
-            metrics.update(top[:, : self.ks[-1]], batch["truth"], users)
+            metrics.update(top[:, : self.ks[-1]], batch["truth"], users, seen)
             if keep:
                 self.recommendations.append((users.cpu(), top.cpu(), scores.gather(1, top).cpu()))
                 because = self.explain(batch, top)

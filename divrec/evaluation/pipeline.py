@@ -78,7 +78,8 @@ class Ranker:
         ``scores: [B, N]`` float; ``seen: [B, N]`` bool (True: never recommended) or None;
         ``user_categories: [B, C]`` (each user's category distribution, xQuAD only). A user
         with fewer than ``k`` unseen items (a small catalogue) gets all of them, re-ranked,
-        then seen items at the tail, lowest index first; metrics never count those.
+        then seen items at the tail, lowest index first; metrics count those only when they
+        are truth items, which needs repeat purchases kept in the held-out data.
         """
         if scores.dim() != 2:
             raise DataError(f"rank: scores must be [users, items], got {tuple(scores.shape)}")

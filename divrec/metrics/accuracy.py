@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+ACCURACY_METRICS = ("recall", "ndcg", "mrr", "hit", "precision", "f1")
+
 
 def _at(x: Tensor, ks: list[int]) -> Tensor:
     """Columns ``k-1`` of a running quantity ``x: [users, K]`` -> ``[users, len(ks)]``."""
@@ -65,3 +67,20 @@ def ndcg(hits: Tensor, n_truth: Tensor, ks: list[int]) -> Tensor:
     n_ideal = torch.minimum(n_truth.round().long()[:, None], k_t[None, :])  # [users, len(ks)]
     idcg = ideal_table[n_ideal]
     return torch.where(idcg > 0, dcg / idcg.clamp_min(1e-300), torch.zeros_like(dcg))
+
+
+def accuracy(name: str, hits: Tensor, n_truth: Tensor, ks: list[int]) -> Tensor:
+    """The accuracy metric ``name`` (one of :data:`ACCURACY_METRICS`): ``[users, len(ks)]``."""
+    if name == "recall":
+        return recall(hits, n_truth, ks)
+    if name == "ndcg":
+        return ndcg(hits, n_truth, ks)
+    if name == "mrr":
+        return mrr(hits, ks)
+    if name == "hit":
+        return hit(hits, ks)
+    if name == "precision":
+        return precision(hits, ks)
+    if name == "f1":
+        return f1(hits, n_truth, ks)
+    raise ValueError(f"accuracy metric {name!r} unknown; choose from {list(ACCURACY_METRICS)}")

@@ -3,6 +3,10 @@
 Per batch only the compact hit matrix ``truth.gather(1, topk)`` and a few per-user sums are
 kept; all states are torchmetrics "sum" states, so results are exact under DDP.
 
+Repeat-purchase metrics (:data:`~divrec.metrics.repeat.REPEAT_METRICS`: ``ndcg_repeat``,
+``recall_new``, ..., ``repeat_share``) also need each user's ``seen`` items; see
+:mod:`divrec.metrics.repeat`.
+
 Category metrics (:data:`CATEGORY_METRICS`) are undefined for a catalogue without any category
 (e.g. a CSV without a categories column): they are left out with one warning, never reported as
 a number that would rank. Items without categories in a catalogue that has some are handled per
@@ -21,11 +25,11 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 
 from divrec.errors import ConfigError, DataError
-from divrec.metrics import accuracy as acc
-from divrec.metrics import beyond, diversity
+from divrec.metrics import beyond, diversity, repeat
+from divrec.metrics.accuracy import ACCURACY_METRICS, accuracy
+from divrec.metrics.repeat import REPEAT_METRICS
 from divrec.metrics.states import ExposureMetric, UserCountMetric, UserMeanMetric
 
-ACCURACY_METRICS = ("recall", "ndcg", "mrr", "hit", "precision", "f1")
 USER_BEYOND_METRICS = (
     "ild_cat",
     "ild_emb",
@@ -50,7 +54,7 @@ log = logging.getLogger(__name__)
 
 def metric_names() -> list[str]:
     """All metric names RankingEvaluator accepts."""
-    return [*ACCURACY_METRICS, *USER_BEYOND_METRICS, *GLOBAL_METRICS]
+    return [*ACCURACY_METRICS, *REPEAT_METRICS, *USER_BEYOND_METRICS, *GLOBAL_METRICS]
 
 
 def has_categories(category_matrix: Tensor) -> bool:
@@ -76,7 +80,7 @@ def drop_category_metrics(metrics: list[str], category_matrix: Tensor) -> list[s
     if dropped:
         log.warning(
             "metrics %s left out: the catalogue has no categories, so they are undefined "
-            "(ild_emb measures diversity without them)",
+            "(ild_emb measures diversity without them; data.categories_from=clusters derives categories)",
             ", ".join(dropped),
         )
     return [m for m in metrics if m not in CATEGORY_METRICS]
@@ -85,8 +89,16 @@ def drop_category_metrics(metrics: list[str], category_matrix: Tensor) -> list[s
 class _Batch:
     """Lazily computed per-chunk inputs shared by several metrics (each built at most once)."""
 
-    def __init__(self, ev: RankingEvaluator, topk: Tensor, truth: Tensor, user_idx: Tensor):
-        self.ev, self.topk, self.truth, self.user_idx = ev, topk, truth, user_idx
+    def __init__(
+        self,
+        ev: RankingEvaluator,
+        topk: Tensor,
+        truth: Tensor,
+        user_idx: Tensor,
+        seen: Tensor | None = None,
+    ) -> None:
+        self.ev, self.topk, self.truth, self.user_idx, self.seen = ev, topk, truth, user_idx, seen
+        self._subsets: dict[str, tuple[Tensor, Tensor]] = {}
 
     @cached_property
     def hits(self) -> Tensor:  # [users, K] float64
@@ -104,6 +116,16 @@ class _Batch:
     def emb(self) -> Tensor:  # [users, K, d] unit rows
         return self.ev.item_embeddings[self.topk]
 
+    @cached_property
+    def listed_seen(self) -> Tensor:  # [users, K] bool
+        return self.seen.gather(1, self.topk)
+
+    def subset(self, which: str) -> tuple[Tensor, Tensor]:
+        """Hits [users, K] and sizes [users] of the truth restricted to ``which`` (repeat/new)."""
+        if which not in self._subsets:
+            self._subsets[which] = repeat.subset_hits(self.topk, self.truth, self.seen, which)
+        return self._subsets[which]
+
 
 class RankingEvaluator(nn.Module):
     """Accumulates ranking metrics over batches of users; ``compute()`` -> ``{"test/ndcg@10": ..}``.
@@ -111,11 +133,14 @@ class RankingEvaluator(nn.Module):
     ``category_matrix: [N, C]`` 0/1, ``popularity: [N]`` train interaction counts,
     ``item_embeddings: [N, d]`` (ild_emb), ``user_interests: [U, C]`` 0/1 (interest_coverage),
     ``alpha`` for alpha_ndcg. Per-user metrics are averaged over evaluated users (users with at
-    least one truth item); item_coverage, gini and dist_coverage are computed from global
-    exposure counts; interest_coverage averages over evaluated users with at least one interest
-    category. ILD at k = 1 is 0 (no pair). Without any category in ``category_matrix`` the
-    category metrics are dropped (:func:`drop_category_metrics`). Tensors are held as non-persistent buffers (not in checkpoints) and the
-    metric states as torchmetrics submodules, so ``.to(device)`` moves everything.
+    least one truth item; the ``_repeat``/``_new`` metrics over those whose restricted truth is
+    not empty, counted as ``n_repeat_users``/``n_new_users``); item_coverage, gini and
+    dist_coverage are computed from global exposure counts; interest_coverage averages over
+    evaluated users with at least one interest category. ILD at k = 1 is 0 (no pair). Without
+    any category in ``category_matrix`` the category metrics are dropped
+    (:func:`drop_category_metrics`). Tensors are held as non-persistent buffers (not in
+    checkpoints) and the metric states as torchmetrics submodules, so ``.to(device)`` moves
+    everything.
     """
 
     def __init__(
@@ -197,6 +222,7 @@ class RankingEvaluator(nn.Module):
         wants_exposure = any(m in GLOBAL_METRICS for m in names)
         self.exposure = ExposureMetric(self.ks, n_items) if wants_exposure else None
         self.users = UserCountMetric()
+        self.needs_seen = [m for m in names if m in REPEAT_METRICS]
 
     def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> RankingEvaluator:
         """Let ``.to(device)`` move buffers and states but never change their dtypes.
@@ -216,7 +242,7 @@ class RankingEvaluator(nn.Module):
         """All metric names this evaluator accepts."""
         return metric_names()
 
-    def _check(self, topk: Tensor, truth: Tensor, user_idx: Tensor) -> None:
+    def _check(self, topk: Tensor, truth: Tensor, user_idx: Tensor, seen: Tensor | None) -> None:
         if topk.dim() != 2 or truth.dim() != 2 or topk.shape[0] != truth.shape[0]:
             raise ValueError(
                 f"evaluator.update: topk {tuple(topk.shape)} / truth {tuple(truth.shape)} must be "
@@ -234,24 +260,39 @@ class RankingEvaluator(nn.Module):
             raise ValueError(f"evaluator.update: user_idx {tuple(user_idx.shape)} must be [users]")
         if topk.numel() and (int(topk.min()) < 0 or int(topk.max()) >= self.n_items):
             raise DataError(f"evaluator.update: topk item ids outside [0, {self.n_items})")
+        if seen is None and self.needs_seen:
+            raise ConfigError(
+                f"evaluator.update: metrics {', '.join(self.needs_seen)} need seen [users, N] "
+                "(each user's items before the held-out ones)"
+            )
+        if seen is not None and seen.shape != truth.shape:
+            raise ValueError(
+                f"evaluator.update: seen {tuple(seen.shape)} must be [users, N] like truth "
+                f"{tuple(truth.shape)}"
+            )
         if self.user_interests is not None and user_idx.numel():
             n_u = self.user_interests.shape[0]
             if int(user_idx.min()) < 0 or int(user_idx.max()) >= n_u:
                 raise DataError(f"evaluator.update: user_idx outside [0, {n_u}) of user_interests")
 
     @torch.no_grad()
-    def update(self, topk: Tensor, truth: Tensor, user_idx: Tensor) -> None:
-        """Add a batch: ``topk: [B, K>=max(ks)]`` item ids, ``truth: [B, N]`` bool, ``user_idx: [B]``.
+    def update(
+        self, topk: Tensor, truth: Tensor, user_idx: Tensor, seen: Tensor | None = None
+    ) -> None:
+        """Add a batch: ``topk: [B, K>=max(ks)]`` item ids, ``truth: [B, N]`` bool, ``user_idx: [B]``,
+        ``seen: [B, N]`` bool (the users' earlier items; required by the repeat metrics).
 
         Users with no truth item are skipped (counted in ``n_skipped_users``).
         """
-        self._check(topk, truth, user_idx)
+        self._check(topk, truth, user_idx, seen)
         topk = topk[:, : self.k_max].long()
         truth = truth.bool()
+        seen = None if seen is None else seen.bool()
         keep = truth.any(1)
         self.users.update(keep.sum(), (~keep).sum())
         if not bool(keep.all()):
             topk, truth, user_idx = topk[keep], truth[keep], user_idx[keep]
+            seen = None if seen is None else seen[keep]
         if self.exposure is not None:
             self.exposure.update(topk)
         if len(self.user_metrics) == 0:
@@ -259,7 +300,10 @@ class RankingEvaluator(nn.Module):
         width = self.k_max * max(self.k_max, self.n_cats, self.emb_dim)
         step = max(1, _CHUNK_ELEMENTS // width)
         for lo in range(0, topk.shape[0], step):
-            b = _Batch(self, topk[lo : lo + step], truth[lo : lo + step], user_idx[lo : lo + step])
+            part = slice(lo, lo + step)
+            b = _Batch(
+                self, topk[part], truth[part], user_idx[part], None if seen is None else seen[part]
+            )
             for name, state in self.user_metrics.items():
                 values, valid = self._user_values(name, b)
                 state.update(values, valid)
@@ -267,18 +311,13 @@ class RankingEvaluator(nn.Module):
     def _user_values(self, name: str, b: _Batch) -> tuple[Tensor, Tensor | None]:
         """Per-user values ``[users, len(ks)]`` and optional validity mask ``[users]``."""
         ks = self.ks
-        if name == "recall":
-            return acc.recall(b.hits, b.n_truth, ks), None
-        if name == "ndcg":
-            return acc.ndcg(b.hits, b.n_truth, ks), None
-        if name == "mrr":
-            return acc.mrr(b.hits, ks), None
-        if name == "hit":
-            return acc.hit(b.hits, ks), None
-        if name == "precision":
-            return acc.precision(b.hits, ks), None
-        if name == "f1":
-            return acc.f1(b.hits, b.n_truth, ks), None
+        if name in ACCURACY_METRICS:
+            return accuracy(name, b.hits, b.n_truth, ks), None
+        if name == "repeat_share":
+            return repeat.repeat_share(b.listed_seen, ks), None
+        if name in REPEAT_METRICS:
+            base, subset = repeat.parse(name)
+            return repeat.restricted(base, *b.subset(subset), ks)
         if name == "ild_cat":
             return diversity.ild_cat(b.cats, ks), None
         if name == "ild_emb":
@@ -314,6 +353,10 @@ class RankingEvaluator(nn.Module):
                 for k, v in zip(self.ks, vals, strict=True):
                     out[f"{self.prefix}{name}@{k}"] = float(v)
             n_users = self.users.compute().tolist()
+            for subset in repeat.SUBSETS:  # users each restricted family averages over
+                first = next((m for m in self.metrics if m.endswith(f"_{subset}")), None)
+                if first is not None:
+                    out[f"{self.prefix}n_{subset}_users"] = self.user_metrics[first].users()
         out[f"{self.prefix}n_users"] = float(n_users[0])
         out[f"{self.prefix}n_skipped_users"] = float(n_users[1])
         return out

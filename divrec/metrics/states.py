@@ -37,6 +37,11 @@ class UserMeanMetric(Metric):
         """``[len(ks)]`` means; NaN when no user was counted."""
         return self.total / self.count
 
+    def users(self) -> float:
+        """Users counted, summed over processes (under DDP a collective: call on every rank)."""
+        with self.sync_context():
+            return float(self.count)
+
 
 class ExposureMetric(Metric):
     """How often each catalogue item appears in the evaluated top-k lists, per cut-off."""

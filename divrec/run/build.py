@@ -28,7 +28,33 @@ def build_datamodule(cfg: DictConfig) -> RecDataModule:
     dm: RecDataModule = instantiate(cfg.data, _convert_="all")
     dm.prepare_data()
     dm.setup()
+    if dm.categories_from == "clusters":
+        assign_clusters(cfg, dm)
     return dm
+
+
+def assign_clusters(cfg: DictConfig, dm: RecDataModule) -> None:
+    """``data.categories_from=clusters``: k-means over the reference item vectors
+    (:mod:`divrec.data.clusters`) becomes the catalogue's categories, labels cached."""
+    from divrec.data.clusters import cluster_key, cluster_names, kmeans_labels, one_hot
+
+    cache_cfg = OmegaConf.to_container(cfg.model.get("cache") or {}, resolve=True)
+    ref = reference_embeddings(cfg, dm, cache_cfg)
+    k, seed = dm.n_clusters, dm.cluster_seed
+    labels, hit = _cache(cfg).get_or_compute(
+        cluster_key(ref, k, seed), lambda: kmeans_labels(ref, k, seed)
+    )
+    labels = labels.long()
+    dm.set_categories(cluster_names(labels, dm.catalogue.titles, k), one_hot(labels, k))
+    sizes = torch.bincount(labels, minlength=k)
+    dm.stats["categories_cluster_sizes"] = f"{int(sizes.min())}-{int(sizes.max())}"
+    log.info(
+        "categories: %d clusters of the item text vectors (%s), items per cluster %d-%d",
+        k,
+        "cached" if hit else "computed",
+        int(sizes.min()),
+        int(sizes.max()),
+    )
 
 
 def build_module(cfg: DictConfig, dm: RecDataModule) -> RankingModule:

@@ -130,12 +130,14 @@ def recommend(
     k: int = 10,
     rerank: str = "none",
     diversity: float = 0.0,
-    exclude_seen: bool = True,
+    exclude_seen: bool | None = None,
     catalogue: pd.DataFrame | None = None,
     user: str | None = None,
 ) -> pd.DataFrame:
     """Top-``k`` items for ``history`` (original item ids, oldest first) or for ``user``.
 
+    ``exclude_seen``: never list a history (``user``: training + validation) item; None: as the
+    run evaluated (``eval.mask_seen``, true unless the run recommended repeat purchases).
     ``user``: a user id of the run, scored from the run's own data exactly as its test pass
     did (the same user input, seen = training + validation items), so with the run's re-ranker
     knobs the list is that user's rows of ``recommendations.parquet``. Both paths end in the
@@ -166,6 +168,8 @@ def recommend(
             view = base_view(m) if catalogue is None or not len(catalogue) else extend(m, catalogue)
             q, seen, user_cats = _history_user(m, view, history)
         scores = m.module.cf.score(m.module.net, q, view.ctx).float()  # [1, N']
+        if exclude_seen is None:
+            exclude_seen = m.module.mask_seen
         seen = seen if exclude_seen else None
         k = min(int(k), scores.shape[1] - (int(seen.sum()) if seen is not None else 0))
         if k <= 0:
@@ -226,7 +230,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--k", type=int, default=10, help="number of recommendations")
     ap.add_argument("--rerank", default="none", help="none | mmr | dpp | xquad")
     ap.add_argument("--diversity", type=float, default=0.0, help="re-ranker diversity in [0, 1]")
-    ap.add_argument("--include-seen", action="store_true", help="allow history items in the list")
+    seen_arg = ap.add_mutually_exclusive_group()
+    seen_arg.add_argument(
+        "--include-seen",
+        dest="exclude_seen",
+        action="store_false",
+        help="allow history items in the list (default: as the run evaluated, eval.mask_seen)",
+    )
+    seen_arg.add_argument(
+        "--exclude-seen", dest="exclude_seen", action="store_true", help="never list them"
+    )
+    ap.set_defaults(exclude_seen=None)
     ap.add_argument("--catalogue", help="extra items (csv/parquet/jsonl; categories 'a|b' in csv)")
     args = ap.parse_args(argv)
     from rich.console import Console
@@ -247,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
             args.k,
             args.rerank,
             args.diversity,
-            not args.include_seen,
+            args.exclude_seen,
             extra,
             user=args.user,
         )

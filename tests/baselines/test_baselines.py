@@ -317,7 +317,7 @@ def test_lightning_trainer_and_checkpoint_roundtrip(name: str, tmp_path) -> None
 # -------------------------------------------------------------- state dicts, factory
 
 
-@pytest.mark.parametrize("name", ["pop", "itemknn", "ease", "bpr", "lightgcn"])
+@pytest.mark.parametrize("name", ["pop", "itemknn", "ease", "bpr", "lightgcn", "buy_again"])
 def test_state_dict_restores_fitted_model(name: str) -> None:
     x = sp.csr_matrix(random_binary(4, (12, 8), 0.4))
     model = build_baseline(name, 12, 8)
@@ -331,7 +331,7 @@ def test_state_dict_restores_fitted_model(name: str) -> None:
 
 
 def test_build_baseline_errors() -> None:
-    with pytest.raises(ConfigError, match="allowed: pop, itemknn, ease, bpr, lightgcn"):
+    with pytest.raises(ConfigError, match="allowed: pop, itemknn, ease, bpr, lightgcn, buy_again"):
         build_baseline("knn", 3, 4)
     with pytest.raises(ConfigError, match="unknown option.*lamda.*allowed: l2"):
         build_baseline("ease", 3, 4, lamda=1.0)

@@ -86,6 +86,7 @@ def test_every_drop_is_counted_once(tmp_path):
         "tx/dropped_nonpositive_quantity": 2,
         "tx/dropped_non_product": 2,
         "tx/kept_lines": 8,
+        "tx/repeat_interactions": 0,  # aggregate=pair: one interaction per (user, item)
     }
     assert sorted(ds.items["item_id"]) == ["A1", "B2", "C3", "D9"]  # no POST / M
     assert ds.name == "retail"
@@ -111,6 +112,76 @@ def test_quantity_rating_and_last_time(tmp_path):
     assert pairs[("17850", "A1")] == (5.0, _t("12/2/2010 9:00"))
     assert pairs[("12000", "B2")] == (4.0, _t("12/4/2010 9:00"))
     assert pairs[("12000", "D9")] == (2.0, _t("12/8/2010 9:00"))
+
+
+# (invoice, item, quantity, time, user): u1 buys A1 twice in invoice 1 (two lines), again in 2
+REPEATS = [
+    ("1", "A1", 1, 100, "u1"),
+    ("1", "A1", 2, 100, "u1"),
+    ("1", "B2", 1, 100, "u1"),
+    ("2", "A1", 4, 250, "u1"),
+    ("3", "A1", 1, 200, "u2"),
+    ("4", "A1", 2, 300, "u2"),
+    ("5", "B2", 5, 300, "u1"),
+]
+
+
+def _write_repeats(path: Path, with_invoice: bool = True) -> Path:
+    head = "invoice,item,quantity,time,user" if with_invoice else "item,quantity,time,user"
+    rows = [",".join(map(str, r if with_invoice else r[1:])) for r in REPEATS]
+    path.write_text("\n".join([head, *rows]) + "\n")
+    return path
+
+
+def _events(ds) -> list[tuple[str, str, float, int]]:
+    i = ds.interactions
+    return list(zip(i.user_id, i.item_id, i.rating, i.timestamp, strict=True))
+
+
+def test_invoice_aggregate_keeps_repeat_purchases(tmp_path):
+    path = _write_repeats(tmp_path / "lines.csv")
+    ds = load_source("transactions", path=str(path), aggregate="invoice")
+    # one event per (user, item, invoice), ordered by time; rating = the invoice's lines
+    assert _events(ds) == [
+        ("u1", "A1", 2.0, 100),
+        ("u1", "B2", 1.0, 100),
+        ("u2", "A1", 1.0, 200),
+        ("u1", "A1", 1.0, 250),
+        ("u1", "B2", 1.0, 300),  # time ties: by user, then item
+        ("u2", "A1", 1.0, 300),
+    ]
+    # repeats: u1-A1 at 250, u2-A1 at 300, u1-B2 at 300 (each pair's first event is not one)
+    assert ds.stats()["tx/repeat_interactions"] == 3
+    qty = load_source("transactions", path=str(path), aggregate="invoice", rating="quantity")
+    assert [e[2] for e in _events(qty)] == [3.0, 1.0, 1.0, 4.0, 5.0, 2.0]
+    pair = load_source("transactions", path=str(path))  # default: today's one per pair
+    assert _events(pair) == [
+        ("u1", "A1", 3.0, 100),
+        ("u1", "B2", 2.0, 100),
+        ("u2", "A1", 2.0, 200),
+    ]
+    assert pair.stats()["tx/repeat_interactions"] == 0
+
+
+def test_invoice_aggregate_without_invoice_column_groups_by_time(tmp_path):
+    path = _write_repeats(tmp_path / "lines.csv", with_invoice=False)
+    ds = load_source("transactions", path=str(path), aggregate="invoice", timestamp="last")
+    # the same events: here every invoice has its own time
+    assert [(u, i, r) for u, i, r, _ in _events(ds)] == [
+        ("u1", "A1", 2.0),
+        ("u1", "B2", 1.0),
+        ("u2", "A1", 1.0),
+        ("u1", "A1", 1.0),
+        ("u1", "B2", 1.0),
+        ("u2", "A1", 1.0),
+    ]
+
+
+def test_uci_invoice_aggregate_splits_the_repeated_mug(tmp_path):
+    ds = _load(_write_uci(tmp_path / "retail.csv"), aggregate="invoice", rating="quantity")
+    mugs = [(r, t) for u, i, r, t in _events(ds) if (u, i) == ("17850", "A1")]
+    assert mugs == [(2.0, _t("12/1/2010 8:26")), (3.0, _t("12/2/2010 9:00"))]
+    assert ds.stats()["tx/repeat_interactions"] == 1
 
 
 def test_titles_are_the_most_frequent_description(tmp_path):
@@ -195,6 +266,7 @@ def test_bad_options_are_config_errors(tmp_path):
     for kw, key in [
         ({"rating": "sum"}, "data.rating"),
         ({"timestamp": "middle"}, "data.timestamp"),
+        ({"aggregate": "basket"}, "data.aggregate"),
         ({"non_product_regex": "("}, "data.non_product_regex"),
         ({"columns": {"customer": "c"}}, "data.columns.customer"),
     ]:
@@ -226,7 +298,8 @@ def _shop_log(path: Path, n_users: int = 40, n_items: int = 30, n_lines: int = 9
 
 
 def readme_commands() -> list[list[str]]:
-    """The README's transactions commands (UCI mapping, leave-last-out), shell-split."""
+    """The README's transactions commands (UCI mapping, leave-last-out, repeat purchases),
+    shell-split."""
     text = (ROOT / "README.md").read_text().split("### Shop transaction logs", 1)[1]
     text = text.split("\n### ", 1)[0]
     blocks = [b.split("```", 1)[0] for b in text.split("```bash\n")[1:]]
@@ -245,6 +318,20 @@ def test_readme_leave_last_out_command_is_valid(compose_source, tmp_path):
     cfg = compose_source(*(w.replace("/path/to/lines.csv", str(path)) for w in words[2:]))
     assert cfg.data.split.method == "temporal_loo" and cfg.data.path == str(path)
     validate_config(cfg)
+
+
+def test_readme_repeat_purchase_command_is_valid_and_silent(compose_source, tmp_path, caplog):
+    from divrec.config.check import validate_config
+
+    words = readme_commands()[2]
+    path = _write_uci(tmp_path / "lines.csv")
+    cfg = compose_source(*(w.replace("/path/to/lines.csv", str(path)) for w in words[2:]))
+    assert cfg.data.aggregate == "invoice" and cfg.data.preprocess.dedup == "none"
+    assert cfg.model.name == "buy_again" and cfg.eval.mask_seen is False
+    assert {"ndcg_repeat", "recall_new", "repeat_share"} <= set(cfg.eval.metrics)
+    with caplog.at_level("WARNING", logger="divrec.config.check"):
+        validate_config(cfg)
+    assert not caplog.records  # neither the dedup nor the mask_seen warning
 
 
 def test_end_to_end_readme_uci_command_trains(compose_source, tmp_path):

@@ -26,6 +26,7 @@ class Case:
     popularity: np.ndarray  # [N] train counts, some zero
     n_train_users: int
     interests: list[set[int]]  # per user id (index = user_idx) true interest categories
+    seens: list[set[int]]  # per user the items had before (overlapping truths and lists)
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         topk = torch.tensor(self.lists, dtype=torch.long)
@@ -33,6 +34,12 @@ class Case:
         for u, items in enumerate(self.truths):
             truth[u, sorted(items)] = True
         return topk, truth, torch.tensor(self.user_idx, dtype=torch.long)
+
+    def seen_tensor(self) -> torch.Tensor:
+        seen = torch.zeros(len(self.lists), self.n_items, dtype=torch.bool)
+        for u, items in enumerate(self.seens):
+            seen[u, sorted(items)] = True
+        return seen
 
     def evaluator(self, metrics: list[str], ks: list[int] = KS, **kw) -> RankingEvaluator:
         cat = torch.zeros(self.n_items, self.n_cats)
@@ -80,6 +87,7 @@ def random_case(seed: int, n_users: int = 40, n_items: int = 60, k: int = 12) ->
     n_total_users = n_users + 5
     interests = [{c for c in range(n_cats) if rng.random() < 0.4} for _ in range(n_total_users)]
     user_idx = rng.permutation(n_total_users)[:n_users].tolist()
+    seens = _seens(seed, lists, truths, n_items)
     return Case(
         n_items=n_items,
         n_cats=n_cats,
@@ -91,13 +99,32 @@ def random_case(seed: int, n_users: int = 40, n_items: int = 60, k: int = 12) ->
         popularity=popularity,
         n_train_users=50,
         interests=interests,
+        seens=seens,
     )
+
+
+def _seens(seed: int, lists, truths, n_items: int) -> list[set[int]]:
+    """Earlier items per user (own generator: the other fields keep their values). Every
+    fifth user's seen set misses its truth (no repeat), every fifth (offset 2) covers it (no new
+    item); the others take some truth items, some listed ones and random ones."""
+    rng = np.random.default_rng(seed + 10_000)
+    out = []
+    for u, (lst, truth) in enumerate(zip(lists, truths, strict=True)):
+        if u % 5 == 0:
+            pool = [i for i in range(n_items) if i not in truth]
+            out.append({int(i) for i in rng.choice(pool, size=5, replace=False)})
+        elif u % 5 == 2:
+            out.append(set(truth) | {int(lst[0])})
+        else:
+            pick = {i for i in truth if rng.random() < 0.4} | {i for i in lst if rng.random() < 0.3}
+            out.append(pick | {int(i) for i in rng.choice(n_items, size=3, replace=False)})
+    return out
 
 
 def evaluate(case: Case, metrics: list[str], ks: list[int] = KS, **kw) -> dict[str, float]:
     """Run the evaluator on the whole case in one update."""
     ev = case.evaluator(metrics, ks, **kw)
-    ev.update(*case.tensors())
+    ev.update(*case.tensors(), seen=case.seen_tensor())
     return ev.compute()
 
 

@@ -33,10 +33,11 @@ def _assert_same(a: dict[str, float], b: dict[str, float]) -> None:
 def test_metric_names_and_keys() -> None:
     case = random_case(0)
     ev = case.evaluator(ALL, prefix="val")
-    ev.update(*case.tensors())
+    ev.update(*case.tensors(), seen=case.seen_tensor())
     out = ev.compute()
     assert set(ALL) == set(RankingEvaluator.metric_names())
-    want = {f"val/{m}@{k}" for m in ALL for k in KS} | {"val/n_users", "val/n_skipped_users"}
+    counts = {"val/n_users", "val/n_skipped_users", "val/n_repeat_users", "val/n_new_users"}
+    want = {f"val/{m}@{k}" for m in ALL for k in KS} | counts
     assert set(out) == want
     assert all(math.isfinite(v) for v in out.values())
 
@@ -44,11 +45,12 @@ def test_metric_names_and_keys() -> None:
 def test_accumulation_equals_one_batch() -> None:
     case = random_case(5, n_users=48)
     topk, truth, uidx = case.tensors()
+    seen = case.seen_tensor()
     whole = case.evaluator(ALL)
-    whole.update(topk, truth, uidx)
+    whole.update(topk, truth, uidx, seen)
     parts = case.evaluator(ALL)
     for lo, hi in [(0, 7), (7, 30), (30, 48)]:
-        parts.update(topk[lo:hi], truth[lo:hi], uidx[lo:hi])
+        parts.update(topk[lo:hi], truth[lo:hi], uidx[lo:hi], seen[lo:hi])
     _assert_same(whole.compute(), parts.compute())
 
 
@@ -56,11 +58,12 @@ def test_merge_state_equals_all_users() -> None:
     """DDP-style: two evaluators on halves, states merged, equal one evaluator on all users."""
     case = random_case(6, n_users=40)
     topk, truth, uidx = case.tensors()
+    seen = case.seen_tensor()
     whole = case.evaluator(ALL)
-    whole.update(topk, truth, uidx)
+    whole.update(topk, truth, uidx, seen)
     rank0, rank1 = case.evaluator(ALL), case.evaluator(ALL)
-    rank0.update(topk[:20], truth[:20], uidx[:20])
-    rank1.update(topk[20:], truth[20:], uidx[20:])
+    rank0.update(topk[:20], truth[:20], uidx[:20], seen[:20])
+    rank1.update(topk[20:], truth[20:], uidx[20:], seen[20:])
     metrics0 = [m for m in rank0.modules() if isinstance(m, Metric)]
     metrics1 = [m for m in rank1.modules() if isinstance(m, Metric)]
     assert len(metrics0) == len(metrics1) > 0
@@ -95,11 +98,11 @@ def test_states_are_submodules_and_not_checkpointed() -> None:
     assert kinds == {"UserMeanMetric", "ExposureMetric", "UserCountMetric"}
     assert ev.state_dict() == {}  # buffers and states are non-persistent
     ref = case.evaluator(ALL)
-    ref.update(*case.tensors())
+    ref.update(*case.tensors(), case.seen_tensor())
     # "bf16-true"-style casting must not degrade metric inputs or states
     ev.to(torch.device("cpu")).to(torch.bfloat16).half()
     assert ev.self_info.dtype == torch.float64 and ev.category_matrix.dtype == torch.float32
-    ev.update(*case.tensors())
+    ev.update(*case.tensors(), case.seen_tensor())
     _assert_same(ref.compute(), ev.compute())
 
 
@@ -181,10 +184,10 @@ def test_internal_chunking_is_exact(monkeypatch: pytest.MonkeyPatch) -> None:
     """Splitting a batch into one-user chunks inside update() changes nothing."""
     case = random_case(7)
     whole = case.evaluator(ALL)
-    whole.update(*case.tensors())
+    whole.update(*case.tensors(), case.seen_tensor())
     monkeypatch.setattr("divrec.metrics.evaluator._CHUNK_ELEMENTS", 1)
     chunked = case.evaluator(ALL)
-    chunked.update(*case.tensors())
+    chunked.update(*case.tensors(), case.seen_tensor())
     _assert_same(whole.compute(), chunked.compute())
 
 
@@ -194,12 +197,13 @@ def _ddp_worker(rank: int, port: int, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     case = random_case(8)
     topk, truth, uidx = case.tensors()
+    seen = case.seen_tensor()
     ev = case.evaluator(ALL)
     if rank == 0:  # uneven split; rank 1 also gets a batch of only skipped users
-        ev.update(topk[:13], truth[:13], uidx[:13])
+        ev.update(topk[:13], truth[:13], uidx[:13], seen[:13])
     else:
-        ev.update(topk[13:], truth[13:], uidx[13:])
-        ev.update(topk[:4], torch.zeros_like(truth[:4]), uidx[:4])
+        ev.update(topk[13:], truth[13:], uidx[13:], seen[13:])
+        ev.update(topk[:4], torch.zeros_like(truth[:4]), uidx[:4], seen[:4])
     result = ev.compute()
     if rank == 0:
         torch.save(result, out)
@@ -221,7 +225,7 @@ def test_real_gloo_ddp_reduction(tmp_path) -> None:
     case = random_case(8)
     topk, truth, uidx = case.tensors()
     single = case.evaluator(ALL)
-    single.update(topk, truth, uidx)
+    single.update(topk, truth, uidx, case.seen_tensor())
     want = single.compute()
     want["test/n_skipped_users"] += 4
     _assert_same(want, torch.load(out))

@@ -283,3 +283,18 @@ def test_axis_kept_when_every_run_has_it(tmp_path, capsys):
     write_run(root, "a", {X: 0.40, Y: 0.3, "test/ild_emb@10": 0.20}, ok)
     assert make_report(root, log_wandb=False)["y"] == Y
     assert "instead" not in capsys.readouterr().out
+
+
+def test_repeat_metric_axes_are_plain_metrics(tmp_path, capsys):
+    # repeat-purchase keys: no category fallback, a Pareto front like any other pair of axes
+    root = tmp_path / "sweep"
+    rep, share = "test/ndcg_repeat@10", "test/repeat_share@10"
+    ok = {"status": "ok", "error": None}
+    write_run(root, "a", {X: 0.4, rep: 0.9, share: 0.5, "test/recall_new@10": 0.1}, ok)
+    write_run(root, "b", {X: 0.3, rep: 0.0, share: 0.0, "test/recall_new@10": 0.3}, ok)
+    result = make_report(root, x=rep, y="test/recall_new@10", log_wandb=False)
+    assert (result["x"], result["y"]) == (rep, "test/recall_new@10")
+    assert "instead" not in capsys.readouterr().out
+    assert set(metric_columns(result["df"])) == {X, rep, share, "test/recall_new@10"}
+    front = dict(zip(result["df"]["run"], result["df"]["pareto"], strict=True))
+    assert front == {"a": True, "b": True}

@@ -17,9 +17,13 @@ Lines are dropped in this order, each counted once, under the first rule it brea
 3. ``nonpositive_quantity``: quantity <= 0 (returns and stock corrections);
 4. ``non_product``: item code fully matching ``non_product_regex`` (postage, fees, ...).
 
-The kept lines become one interaction per (user, item): ``rating`` is the number of lines
-(``rating="count"``) or their summed quantity (``"quantity"``), ``timestamp`` the time of the
-first (``timestamp="first"``) or last (``"last"``) line. The catalogue is the items with a kept
+The kept lines become one interaction per group of lines: per (user, item) with
+``aggregate="pair"`` (the default), per (user, item, invoice) with ``"invoice"`` (repeat
+purchases stay separate events; without an invoice column, per (user, item, time)). ``rating``
+is the group's number of lines (``rating="count"``) or summed quantity (``"quantity"``),
+``timestamp`` the time of its first (``timestamp="first"``) or last (``"last"``) line;
+``tx/repeat_interactions`` counts the interactions whose (user, item) had an earlier one (0 for
+``pair``; ``data.preprocess.dedup=none`` keeps them through preprocessing). The catalogue is the items with a kept
 line; an item's title is its most frequent non-empty description (ties: alphabetically first;
 none: the item code), categories are empty (no taxonomy), and with a price column the item
 gets a ``price`` text column (median unit price, two decimals).
@@ -50,6 +54,7 @@ REQUIRED = ("user", "item", "time", "quantity")
 OPTIONAL = ("invoice", "price", "description")
 RATING_MODES = ("count", "quantity")
 TIMESTAMP_MODES = ("first", "last")
+AGGREGATE_MODES = ("pair", "invoice")
 # Service codes of the UCI Online Retail files: postage (POST, DOT, C2), manual entries (M, m),
 # discounts (D), samples (S), bad-debt adjustments (B, ADJUST*), fees (BANK CHARGES, AMAZONFEE,
 # CRUK commission) and test lines (TEST*). Gift vouchers and PADS are left in: they are sold.
@@ -128,23 +133,45 @@ def _drop_masks(
     return out
 
 
+def _interactions(lines: pd.DataFrame, keys: list[str], rating: str, timestamp: str):
+    """One row per group of ``lines`` by ``keys`` (user, item first): user_id, item_id, rating,
+    timestamp, ordered by (timestamp, user_id, item_id)."""
+    groups = lines.groupby(keys, sort=True).agg(
+        count=("ts", "size"), quantity=("quantity", "sum"), first=("ts", "min"), last=("ts", "max")
+    )
+    inter = pd.DataFrame(
+        {
+            "user_id": groups.index.get_level_values(0),
+            "item_id": groups.index.get_level_values(1),
+            "rating": groups[rating].to_numpy(dtype="float64"),
+            "timestamp": groups[timestamp].to_numpy(),
+        }
+    )
+    return inter.sort_values(["timestamp", "user_id", "item_id"], kind="stable")
+
+
 def load_transactions(
     path: str,
     columns: dict | None = None,
     time_format: str | None = None,
     rating: str = "count",
     timestamp: str = "first",
+    aggregate: str = "pair",
     cancel_prefix: str | None = "C",
     non_product_regex: str | None = NON_PRODUCT_REGEX,
     sep: str = ",",
     encoding: str = "utf-8-sig",
 ) -> RecDataset:
-    """Load an invoice-line CSV into one purchase interaction per (user, item)."""
+    """Load an invoice-line CSV into purchase interactions (one per group, see ``aggregate``)."""
     if rating not in RATING_MODES:
         raise ConfigError(f"data.rating: must be one of {list(RATING_MODES)}, got {rating!r}")
     if timestamp not in TIMESTAMP_MODES:
         raise ConfigError(
             f"data.timestamp: must be one of {list(TIMESTAMP_MODES)}, got {timestamp!r}"
+        )
+    if aggregate not in AGGREGATE_MODES:
+        raise ConfigError(
+            f"data.aggregate: must be one of {list(AGGREGATE_MODES)}, got {aggregate!r}"
         )
     try:
         non_product = re.compile(non_product_regex) if non_product_regex else None
@@ -181,17 +208,11 @@ def load_transactions(
     if len(lines) == 0:
         raise DataError(f"{file}: no purchase lines left after the drops {stats}")
 
-    pairs = lines.groupby(["user_id", "item_id"], sort=True).agg(
-        count=("ts", "size"), quantity=("quantity", "sum"), first=("ts", "min"), last=("ts", "max")
-    )
-    inter = pd.DataFrame(
-        {
-            "user_id": pairs.index.get_level_values(0),
-            "item_id": pairs.index.get_level_values(1),
-            "rating": pairs[rating].to_numpy(dtype="float64"),
-            "timestamp": pairs[timestamp].to_numpy(),
-        }
-    ).sort_values(["timestamp", "user_id", "item_id"], kind="stable")
+    keys = ["user_id", "item_id"]
+    if aggregate == "invoice":
+        keys.append("invoice" if "invoice" in cols else "ts")
+    inter = _interactions(lines, keys, rating, timestamp)
+    stats["tx/repeat_interactions"] = int(inter.duplicated(["user_id", "item_id"]).sum())
 
     item_ids = np.sort(lines["item_id"].unique())
     titles = _titles(lines)
