@@ -27,6 +27,7 @@ from divrec.evaluation.score_cache import ScoreCache
 from divrec.metrics import RankingEvaluator
 from divrec.metrics.evaluator import drop_category_metrics
 from divrec.metrics.spaces import diversity_space
+from divrec.utils.memory import TRIM_EVERY_STEPS, release_freed_memory
 
 
 class RankingModule(pl.LightningModule):
@@ -53,6 +54,10 @@ class RankingModule(pl.LightningModule):
         torch.manual_seed((self.step_seed * 1_000_003 + self.global_step) % (1 << 63))
         self.score_cache.invalidate()  # this step changes the weights
         self.because: list[list[str]] = []  # per saved row: explanation strings (may stay empty)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if batch_idx % TRIM_EVERY_STEPS == 0:  # freed step tensors otherwise pile up in RSS
+            release_freed_memory()
 
     def attach_eval(self, dm, reference_embeddings: torch.Tensor | None) -> None:
         """Catalogue tensors for ranking and metrics. ``reference_embeddings``: [N, H], the
@@ -158,9 +163,11 @@ class RankingModule(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_eval(self.val_metrics)
+        release_freed_memory()
 
     def on_test_epoch_end(self) -> None:
         self._log_eval(self.test_metrics)
+        release_freed_memory()
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             # Every rank holds the lists of its own users: gather them for the run artefacts.
             parts: list = [None] * dist.get_world_size()
