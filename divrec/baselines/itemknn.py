@@ -17,6 +17,7 @@ from divrec.baselines.base import (
     rows_to_dense,
 )
 from divrec.rerank.candidates import select_candidates
+from divrec.rerank.kernels import cpu_threads
 
 _BLOCK_ELEMENTS = 1 << 23  # each similarity block [N, b] stays under ~8M cells
 
@@ -57,6 +58,11 @@ class ItemKNN(Baseline):
         """Compute each item's top-k neighbours from the [U, N] training matrix."""
         x = check_train(train, self.expected_shape)
         device = self.buffer_device
+        with cpu_threads(device):  # mid-sized ops: 2 threads on a busy CPU cost 1.2-1.8x
+            self._fit(x, device)
+
+    def _fit(self, x: sp.csr_matrix, device: torch.device) -> None:
+        """fit on the checked binary CSR ``x`` [U, N]."""
         active = np.flatnonzero(np.diff(x.tocsc().indptr))  # items with interactions [A]
         xa = x[:, active].tocsr()  # [U, A]; active keeps the item order, so ties are unchanged
         n_active = xa.shape[1]
@@ -90,7 +96,8 @@ class ItemKNN(Baseline):
         x_u = rows_to_dense(self.train_indptr, self.train_indices, user_idx, n_active)  # [B, A]
         w_t = fixed_width_csr(self.knn_idx, self.knn_sim, n_active)  # Wᵀ: row j = j's neighbours
         out = x_u.new_zeros(len(x_u), int(self.n_cols))
-        out[:, self.active] = (w_t @ x_u.T).T
+        with cpu_threads(x_u.device):  # sparse @ dense: 0.15 s on 1 thread, 0.5 s on 2 (busy)
+            out[:, self.active] = (w_t @ x_u.T).T
         return out
 
 
