@@ -208,6 +208,12 @@ def bench(args: argparse.Namespace) -> str | None:
     if args.threads > 0:
         env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     load0, t0 = os.getloadavg()[0], time.perf_counter()
+    floor = Runs()  # what every divrec run pays before its data: importing Lightning
+    for _ in range(args.rounds):
+        cmd = [sys.executable, "-c", "import lightning.pytorch"]
+        wall, peak = measure(cmd, env, ROOT, work / "floor.log")
+        floor.wall.append(wall)
+        floor.peak.append(peak)
     results: dict[str, dict[str, Runs]] = {}
     for key in args.models:
         pair, res = PAIRS[key], {"divrec": Runs(), "recbole": Runs()}
@@ -233,10 +239,12 @@ def bench(args: argparse.Namespace) -> str | None:
                     res[tool].peak.append(peak)
         results[key] = res
     info = {"load": (load0, os.getloadavg()[0]), "wall": time.perf_counter() - t0}
-    return section(results, args, info)
+    return section(results, args, info, floor)
 
 
-def section(results: dict[str, dict[str, Runs]], args: argparse.Namespace, info: dict) -> str:
+def section(
+    results: dict[str, dict[str, Runs]], args: argparse.Namespace, info: dict, floor: Runs
+) -> str:
     """The README section: conditions, the table and the notes of each pair."""
     import torch
 
@@ -273,6 +281,9 @@ def section(results: dict[str, dict[str, Runs]], args: argparse.Namespace, info:
             f"{info['load'][1]:.1f}; whole bench {info['wall']:.0f} s",
             "- whole processes from start to exit (imports, data, fit, validation, test, "
             "artefacts); peak = resident set of the process tree, sampled every 50 ms",
+            f'- divrec\'s floor: `python -c "import lightning.pytorch"` alone takes '
+            f"{statistics.median(floor.wall):.1f} s and {statistics.median(floor.peak) / 2**30:.2f}"
+            " GiB here (torch, torchmetrics, torch._dynamo); every `python train.py` pays it",
             "",
             *rows,
             "",
