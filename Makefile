@@ -13,10 +13,10 @@ export PYTHONUNBUFFERED := 1
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: help install train test test-slow test-full mutants lint format bench clean
+.PHONY: help install train test test-slow test-full mutants lint format bench bench-peers clean
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -51,6 +51,9 @@ format: $(STAMP) ## apply ruff fixes and formatting
 
 bench: $(STAMP) ## benchmarks (writes experiments/benchmarks/README.md)
 	$(BIN)/python -m experiments.benchmarks.run
+
+bench-peers: $(STAMP) ## divrec vs RecBole, whole processes on one split (builds RecBole's venv; ARGS="--models ease --rounds 1")
+	$(BIN)/python -m experiments.benchmarks.peers $(ARGS)
 
 clean: ## remove caches and outputs (keeps .venv)
 	rm -rf outputs multirun .cache .pytest_cache .ruff_cache

@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from divrec.errors import ConfigError, DataError
 from divrec.models.encoder import TextEncoder
+from divrec.models.pretrained import weights_fingerprint
 from divrec.utils.io import atomic_path, fingerprint
 
 log = logging.getLogger(__name__)
@@ -205,3 +206,35 @@ def cached_pooled_embeddings(
             encoder, input_ids, attention_mask, batch_size, device, bf16, pooled_only=True
         ),
     )
+
+
+def cached_frozen_mean_embeddings(
+    cache: EmbeddingCache,
+    pretrained: str,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    name: str = "items",
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    bf16: bool = False,
+    trust_remote_code: bool = False,
+) -> tuple[torch.Tensor, bool]:
+    """:func:`cached_pooled_embeddings` of a frozen, mean-pooled ``TextEncoder(pretrained)``
+    (same key, same file), loading the backbone only on a miss: ``[N, H]``, hit."""
+    key = cache_key(
+        weights_fingerprint(pretrained),
+        tokens_fingerprint(input_ids, attention_mask),
+        "mean",
+        input_ids.shape[1],
+        extra=f"bf16={bool(bf16)}",
+    )
+
+    def compute() -> torch.Tensor:
+        encoder = TextEncoder(
+            pretrained, pooling="mean", finetune="frozen", trust_remote_code=trust_remote_code
+        ).to(device)
+        return encode_in_batches(
+            encoder, input_ids, attention_mask, batch_size, device, bf16, pooled_only=True
+        )
+
+    return cache.get_or_compute(f"{name}-{key}", compute)

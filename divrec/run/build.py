@@ -117,25 +117,19 @@ def _cache(cfg: DictConfig):
 def reference_embeddings(cfg: DictConfig, dm: RecDataModule, cache_cfg: dict) -> torch.Tensor:
     """The frozen pretrained encoder's mean-pooled item vectors [N, H] (the shared item space
     of re-rankers and ``ild_emb``), from the embedding cache."""
-    from divrec.models.embed_cache import cached_pooled_embeddings, resolve_bf16
-    from divrec.models.encoder import TextEncoder
+    from divrec.models.embed_cache import cached_frozen_mean_embeddings, resolve_bf16
 
     enc_cfg = cfg.model.encoder
-    encoder = TextEncoder(
-        enc_cfg.pretrained,
-        pooling="mean",
-        finetune="frozen",
-        trust_remote_code=bool(enc_cfg.get("trust_remote_code", False)),
-    )
-    ref, _ = cached_pooled_embeddings(
+    ref, _ = cached_frozen_mean_embeddings(  # the backbone loads only on a cache miss
         _cache(cfg),
-        encoder,
+        enc_cfg.pretrained,
         dm.item_tokens.input_ids,
         dm.item_tokens.attention_mask,
         name="items",
         batch_size=int(cache_cfg.get("batch_size", 128)),
         device=_device(),
         bf16=resolve_bf16(cache_cfg.get("bf16", "auto"), _device()),
+        trust_remote_code=bool(enc_cfg.get("trust_remote_code", False)),
     )
     return ref
 

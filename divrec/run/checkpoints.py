@@ -9,6 +9,10 @@
   ``weights_only=False``, which runs whatever code the file holds).
 - :func:`resume_path`: the file behind ``ckpt_path``; ``last`` is the newest intact
   checkpoint of the run folder, and the log says which.
+
+The Lightning classes live in :mod:`divrec.run.atomic_checkpoint` and are imported on first
+use (``divrec.run.checkpoints.AtomicCheckpoint`` still names them): the checks here run in
+Hydra's start-up callback, before a run needs Lightning.
 """
 
 from __future__ import annotations
@@ -21,57 +25,10 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-import torch
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.callbacks import ModelCheckpoint
-
 from divrec.errors import ConfigError, DataError
-from divrec.utils.io import disk_error
 
 log = logging.getLogger(__name__)
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """torch.save to ``.<name>.<pid>.partial`` beside the target, fsync, then os.replace."""
-
-    def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
-    ) -> None:
-        if storage_options is not None:
-            raise TypeError("AtomicCheckpointIO takes no storage_options")
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except OSError as e:
-            raise disk_error(path, e) from None
-        finally:
-            tmp.unlink(missing_ok=True)
-
-
-class AtomicCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint with atomic writes; keeps only "best" paths inside its own folder."""
-
-    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        super().setup(trainer, pl_module, stage)
-        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # the default one
-            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)
-        if self.best_model_path and not inside(self.best_model_path, self.dirpath):
-            log.warning(
-                "resumed checkpoint names a best checkpoint outside this run (%s): ignored",
-                self.best_model_path,
-            )
-            self.best_model_path = ""
-            self.best_model_score = None
 
 
 def inside(path: str | os.PathLike, folder: str | os.PathLike | None) -> bool:
@@ -149,3 +106,12 @@ def resume_path(cfg: Any, out: Path) -> str | None:
         return newest_intact(out / "checkpoints")
     check_ckpt_path(value)
     return str(value)
+
+
+def __getattr__(name: str) -> Any:
+    """``AtomicCheckpoint`` / ``AtomicCheckpointIO`` on first use (Lightning loads then)."""
+    if name in ("AtomicCheckpoint", "AtomicCheckpointIO"):
+        from divrec.run import atomic_checkpoint
+
+        return getattr(atomic_checkpoint, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,37 +13,29 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightning.pytorch as pl
-import torch
-from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from divrec.config.check import validate_against_data, validate_config
-from divrec.data.datamodule import RecDataModule
 from divrec.errors import ConfigError, DivrecError
-from divrec.metrics.evaluator import category_fallback, has_categories
-from divrec.run.artifacts import (
-    config_hash,
-    recommendations_frame,
-    versions,
-    write_metrics,
-    write_recommendations,
-)
-from divrec.run.build import build_datamodule, build_module, precision
 from divrec.run.checkpoints import own_checkpoint, resume_path
 from divrec.run.folder import finished, prepare_run_folder, refuse_finished_run
 from divrec.run.quiet import quiet_output
-from divrec.run.wandb_log import finish_wandb, log_recommendation_table
+
+if TYPE_CHECKING:  # imported when a run needs them (torch, Lightning: seconds of start-up)
+    import lightning.pytorch as pl
+
+    from divrec.data.datamodule import RecDataModule
 
 log = logging.getLogger(__name__)
 
 
 def _instantiate_dict(node: DictConfig | None, **kwargs: Any) -> list:
+    from hydra.utils import instantiate
+
     if not node:
         return []
     return [instantiate(v, **kwargs) for v in node.values() if v is not None and "_target_" in v]
@@ -85,9 +77,20 @@ def train(cfg: DictConfig) -> float | tuple[float, ...]:
     :func:`objective` for a metric the run did not log)."""
     t0 = time.time()
     quiet_output()  # third-party noise off, one console line per log record
+    out = Path(cfg.paths.output_dir)
+    name = f"{cfg.task_name}: data={_data_name(cfg)} model={_model_name(cfg)}"
+    log.info("%s seed=%s -> %s", name, cfg.get("seed"), out)
+    import lightning.pytorch as pl  # what the rest needs: seconds of imports, after the line
+    import torch
+    from hydra.utils import instantiate
+
+    from divrec.config.check import validate_against_data, validate_config
+    from divrec.metrics.evaluator import has_categories
+    from divrec.run.build import build_datamodule, build_module, precision
+
+    quiet_output()  # again: Lightning and torchmetrics add their own console handlers
     validate_config(cfg)  # before any data is loaded: typos, types, ranges
     points = eval_points(cfg)  # a bad rerank_sweep fails now, not after training
-    out = Path(cfg.paths.output_dir)
     prepare_run_folder(cfg, out)  # ckpt_path checked; an earlier attempt's checkpoints go
     out.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, workers=True)
@@ -169,6 +172,8 @@ def objective(metrics: dict[str, float], name: str) -> float:
     categories) is replaced by its ``ild_emb`` counterpart, said in one warning; any other
     missing metric is NaN (the finished run stays a success; a sweeper sees a failed trial),
     with one warning naming the logged ones."""
+    from divrec.metrics.evaluator import category_fallback
+
     if name in metrics:
         return float(metrics[name])
     alt = category_fallback(name)
@@ -199,6 +204,8 @@ def evaluated_position(ckpt: str | None, trainer: pl.Trainer | None) -> dict[str
     at the end of ``trainer``'s fit (None: untrained or closed-form, no position)."""
     epoch = step = None
     if ckpt:
+        import torch
+
         try:  # mmap: the weights are not read
             state = torch.load(ckpt, map_location="cpu", mmap=True, weights_only=True)
             epoch, step = state.get("epoch"), state.get("global_step")
@@ -223,6 +230,9 @@ def _wandb_name(cfg: DictConfig, name: str) -> dict[str, Any]:
 
 def _write_run(cfg, folder: Path, module, dm, metrics, t0, knobs, best, evaluated, trainer):
     """metrics.json, recommendations.parquet and the W&B summary and table of one run."""
+    from divrec.run.artifacts import recommendations_frame, write_metrics, write_recommendations
+    from divrec.run.wandb_log import log_recommendation_table
+
     recs = recommendations_frame(
         module.recommendations,
         dm.user_ids,
@@ -263,6 +273,10 @@ def run_meta(
     cfg: DictConfig, dm: RecDataModule | None, t0: float, status: str, error: str | None = None
 ) -> dict[str, Any]:
     """The ``meta`` block of ``metrics.json``."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from divrec.run.artifacts import config_hash, versions
+
     container = OmegaConf.to_container(cfg, resolve=False)
     try:
         overrides = list(HydraConfig.get().overrides.task)
@@ -296,6 +310,7 @@ def _print_stats(stats: dict[str, Any]) -> None:
 
 def _is_multirun() -> bool:
     try:
+        from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
         return HydraConfig.get().mode == RunMode.MULTIRUN
@@ -316,6 +331,8 @@ def run(cfg: DictConfig) -> float | tuple[float, ...]:
     try:
         return train(cfg)
     except Exception as e:  # record the failure in the run folder, then decide
+        from divrec.run.artifacts import write_metrics
+
         finish_wandb(exit_code=1)
         out = Path(cfg.paths.output_dir)
         msg = f"{type(e).__name__}: {e}"
@@ -332,3 +349,21 @@ def run(cfg: DictConfig) -> float | tuple[float, ...]:
         raise
     finally:
         finish_wandb()
+
+
+def finish_wandb(exit_code: int = 0) -> None:
+    """Finish this process's W&B run; nothing to do (and nothing imported) without W&B."""
+    if "wandb" in sys.modules:
+        from divrec.run.wandb_log import finish_wandb as finish
+
+        finish(exit_code)
+
+
+def _data_name(cfg: DictConfig) -> str:
+    data = cfg.get("data") or {}
+    return str(data.get("release") or data.get("name") or data.get("source", "?"))
+
+
+def _model_name(cfg: DictConfig) -> str:
+    model = cfg.get("model") or {}
+    return str(model.get("name") if model.get("kind") == "baseline" else model.get("kind", "?"))

@@ -154,10 +154,28 @@ def render(rows: list, sizes: Any, info: dict[str, Any]) -> str:
 
 
 def write_readme(path: Path, rows: list, sizes: Any, info: dict[str, Any]) -> None:
-    """Write the README atomically."""
+    """Write the README atomically, keeping the ``make bench-peers`` section it holds."""
+    old = path.read_text() if path.exists() else ""
     text = render(rows, sizes, info)
+    if PEERS_BEGIN in old and PEERS_END in old:
+        block = old[old.index(PEERS_BEGIN) : old.index(PEERS_END) + len(PEERS_END)]
+        text = with_section(text, block)
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+# ``make bench-peers`` (peers.py) owns the text between these markers; ``make bench`` keeps it.
+PEERS_BEGIN, PEERS_END = "<!-- peers:begin -->", "<!-- peers:end -->"
+
+
+def with_section(text: str, block: str) -> str:
+    """``text`` with ``block`` (markers included) replacing its peers section, or inserted
+    before the notes when it has none."""
+    if PEERS_BEGIN in text and PEERS_END in text:
+        end = text.index(PEERS_END) + len(PEERS_END)
+        return text[: text.index(PEERS_BEGIN)] + block + text[end:]
+    head, sep, tail = text.partition("## How the numbers are taken")
+    return f"{head}{block}\n\n{sep}{tail}" if sep else f"{text.rstrip()}\n\n{block}\n"
 
 
 NOTES = """
@@ -245,4 +263,11 @@ NOTES = """
    time it): `load_shop_sim()` at its default sizes (5,000 items, 60,000 rows; budget 2 s)
    and one warm `recommend()` call of a short history-tower run for a 50-item history
    (budget 1 s); ratio = budget / measured seconds (>= 1 meets the budget).
+9. **divrec vs RecBole** (the section between the `peers` markers, written by
+   `make bench-peers`, `experiments/benchmarks/peers.py`; `make bench` keeps it): whole
+   `python train.py` processes against RecBole 1.2.1's own runner on the fixed split of
+   `../shared/benchmarks/recbole-ml-small` (RecBole's venv built once into `.venv-recbole/`
+   with its `setup_venv.sh`), Pop / ItemKNN / EASE and the default two-tower vs BPR,
+   alternating tools after a warm-up round; wall time and the peak resident set of each
+   process tree, the ratios divrec / RecBole and whether the test metrics @10 agree.
 """

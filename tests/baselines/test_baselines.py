@@ -111,6 +111,23 @@ def test_ease_items_without_interactions_match_the_full_closed_form() -> None:
     np.testing.assert_allclose(fresh.score(users).numpy(), scores, rtol=1e-6, atol=1e-7)
 
 
+def test_ease_matches_dense_inverse_with_empty_items_and_users() -> None:
+    """Against dense np.linalg.inv over all N items on a larger random matrix: inactive
+    items (first, last, a run in the middle) and users without any interaction."""
+    x = random_binary(11, (60, 40), 0.15)
+    x[:, [0, 17, 18, 19, 39]] = 0
+    x[[3, 44], :] = 0
+    l2 = 7.5
+    p = np.linalg.inv(x.T.astype(np.float64) @ x + l2 * np.eye(40))
+    b_ref = -p / np.diag(p)[None, :]
+    np.fill_diagonal(b_ref, 0.0)
+    model = EASE(l2=l2)
+    model.fit(sp.csr_matrix(x))
+    scores = model.score(torch.arange(60)).numpy()
+    np.testing.assert_allclose(scores, x @ b_ref, rtol=1e-5, atol=1e-6)
+    assert np.all(scores[[3, 44]] == 0.0) and np.all(scores[:, [0, 17, 18, 19, 39]] == 0.0)
+
+
 def test_ease_refuses_a_solve_that_cannot_fit_in_memory(monkeypatch) -> None:
     import os
 
@@ -170,6 +187,29 @@ def test_itemknn_matches_brute_force(k: int, shrink: float) -> None:
     scores = model.score(users)
     assert scores.shape == (30, 10)
     np.testing.assert_allclose(scores.numpy(), x @ w_ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("k", "shrink"), [(2, 0.0), (4, 0.5), (20, 0.0)])
+def test_itemknn_items_without_interactions_match_brute_force(k: int, shrink: float) -> None:
+    """Fit skips items nobody interacted with; scores are the brute force over all N items
+    (a skipped item scores 0 and, with sim 0, adds nothing as anyone's neighbour)."""
+    for seed in range(200):
+        x = random_binary(seed, (30, 12), 0.3)
+        x[:, [0, 5, 11]] = 0  # first, middle and last item: no training interaction
+        w_ref, sim = brute_force_knn(x, k, shrink)
+        if boundary_is_unambiguous(sim, k):
+            break
+    else:
+        pytest.fail("no tie-free matrix found")
+    model = ItemKNN(k=k, shrink=shrink)
+    model.fit(sp.csr_matrix(x))
+    users = torch.arange(30)
+    scores = model.score(users).numpy()
+    np.testing.assert_allclose(scores, x @ w_ref, rtol=1e-5, atol=1e-6)
+    assert np.all(scores[:, [0, 5, 11]] == 0.0)
+    fresh = ItemKNN(k=k, shrink=shrink)
+    fresh.load_state_dict(model.state_dict())  # an unfitted module restores the fitted one
+    np.testing.assert_array_equal(fresh.score(users).numpy(), scores)
 
 
 @pytest.mark.parametrize("k", [1, 3, 7])

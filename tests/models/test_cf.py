@@ -25,7 +25,8 @@ from divrec.models.cf import (
     user_based_scores,
 )
 from divrec.models.pooling import AdditivePooling, MeanPooling
-from divrec.run.train import build_datamodule, build_module, train
+from divrec.run.build import build_datamodule, build_module
+from divrec.run.train import train
 from tests.conftest import ROOT
 
 

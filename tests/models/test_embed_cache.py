@@ -218,6 +218,27 @@ def test_cached_pooled_embeddings_frozen(tiny_model_dir, batch, tmp_path):
     assert not hit3  # different texts -> different key
 
 
+def test_frozen_mean_embeddings_share_the_encoders_entry(
+    tiny_model_dir, batch, tmp_path, monkeypatch
+):
+    """Same key and vectors as a frozen mean-pooled TextEncoder's; no backbone load on a hit."""
+    cache = EmbeddingCache(tmp_path)
+    ids, mask = batch
+    enc = TextEncoder(tiny_model_dir, pooling="mean", finetune="frozen")
+    ref, _ = cached_pooled_embeddings(cache, enc, ids, mask, name="items", batch_size=4)
+    monkeypatch.setattr(
+        "divrec.models.encoder.load_backbone", lambda *a, **k: pytest.fail("backbone loaded")
+    )
+    got, hit = ec.cached_frozen_mean_embeddings(cache, tiny_model_dir, ids, mask, name="items")
+    assert hit
+    torch.testing.assert_close(got, ref, rtol=0, atol=0)
+    monkeypatch.undo()
+    fresh = EmbeddingCache(tmp_path / "other")  # a miss encodes, as the encoder would
+    got, hit = ec.cached_frozen_mean_embeddings(fresh, tiny_model_dir, ids, mask, batch_size=3)
+    assert not hit
+    torch.testing.assert_close(got, encode_in_batches(enc, ids, mask, 7, pooled_only=True))
+
+
 @pytest.mark.parametrize("kwargs", [{"pooling": "attention"}, {"finetune": "full"}])
 def test_cache_refuses_uncacheable_encoders(tiny_model_dir, batch, tmp_path, kwargs):
     enc = TextEncoder(tiny_model_dir, **kwargs)
