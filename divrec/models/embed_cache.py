@@ -178,6 +178,26 @@ def check_cacheable(encoder: TextEncoder) -> None:
         )
 
 
+def pooled_key(
+    name: str,
+    weights_fp: str,
+    pooling: str,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    bf16: bool,
+) -> str:
+    """The one cache entry name of pooled vectors of these tokens ``[N, L]`` under these
+    weights, pooling and precision (every reader and writer of pooled vectors uses it)."""
+    key = cache_key(
+        weights_fp,
+        tokens_fingerprint(input_ids, attention_mask),
+        pooling,
+        input_ids.shape[1],
+        extra=f"bf16={bool(bf16)}",
+    )
+    return f"{name}-{key}"
+
+
 def cached_pooled_embeddings(
     cache: EmbeddingCache,
     encoder: TextEncoder,
@@ -193,15 +213,11 @@ def cached_pooled_embeddings(
     Returns ``(pooled, hit)``; apply ``encoder.head(pooled)`` for the final embeddings.
     """
     check_cacheable(encoder)
-    key = cache_key(
-        encoder.weights_fingerprint(),
-        tokens_fingerprint(input_ids, attention_mask),
-        encoder.pooling,
-        input_ids.shape[1],
-        extra=f"bf16={bool(bf16)}",
+    key = pooled_key(
+        name, encoder.weights_fingerprint(), encoder.pooling, input_ids, attention_mask, bf16
     )
     return cache.get_or_compute(
-        f"{name}-{key}",
+        key,
         lambda: encode_in_batches(
             encoder, input_ids, attention_mask, batch_size, device, bf16, pooled_only=True
         ),
@@ -221,13 +237,7 @@ def cached_frozen_mean_embeddings(
 ) -> tuple[torch.Tensor, bool]:
     """:func:`cached_pooled_embeddings` of a frozen, mean-pooled ``TextEncoder(pretrained)``
     (same key, same file), loading the backbone only on a miss: ``[N, H]``, hit."""
-    key = cache_key(
-        weights_fingerprint(pretrained),
-        tokens_fingerprint(input_ids, attention_mask),
-        "mean",
-        input_ids.shape[1],
-        extra=f"bf16={bool(bf16)}",
-    )
+    key = pooled_key(name, weights_fingerprint(pretrained), "mean", input_ids, attention_mask, bf16)
 
     def compute() -> torch.Tensor:
         encoder = TextEncoder(
@@ -237,4 +247,4 @@ def cached_frozen_mean_embeddings(
             encoder, input_ids, attention_mask, batch_size, device, bf16, pooled_only=True
         )
 
-    return cache.get_or_compute(f"{name}-{key}", compute)
+    return cache.get_or_compute(key, compute)

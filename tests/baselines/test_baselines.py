@@ -170,32 +170,19 @@ def boundary_is_unambiguous(sim: np.ndarray, k: int) -> bool:
     return True
 
 
-@pytest.mark.parametrize(("k", "shrink"), [(3, 0.0), (2, 1.5), (50, 0.0)])
-def test_itemknn_matches_brute_force(k: int, shrink: float) -> None:
+@pytest.mark.parametrize(
+    ("k", "shrink", "empty"),
+    [(3, 0.0, []), (2, 1.5, []), (50, 0.0, []), (2, 0.0, [0, 5, 9]), (4, 0.5, [0, 5, 9])],
+)
+def test_itemknn_matches_brute_force(k: int, shrink: float, empty: list[int]) -> None:
+    """Scores are the brute force over all N items; ``empty`` items have no training
+    interaction (fit skips them: they score 0 and, with sim 0, are nobody's neighbour).
+    k = 50 > N keeps everything."""
     # Pick the first seed whose top-k boundaries hold no near-ties (the set kept is then
-    # defined independently of float rounding); k = 50 > N keeps everything.
+    # defined independently of float rounding).
     for seed in range(200):
         x = random_binary(seed, (30, 10), 0.3)
-        w_ref, sim = brute_force_knn(x, k, shrink)
-        if boundary_is_unambiguous(sim, k):
-            break
-    else:
-        pytest.fail("no tie-free matrix found")
-    model = ItemKNN(k=k, shrink=shrink)
-    model.fit(sp.csr_matrix(x))
-    users = torch.arange(30)
-    scores = model.score(users)
-    assert scores.shape == (30, 10)
-    np.testing.assert_allclose(scores.numpy(), x @ w_ref, rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize(("k", "shrink"), [(2, 0.0), (4, 0.5), (20, 0.0)])
-def test_itemknn_items_without_interactions_match_brute_force(k: int, shrink: float) -> None:
-    """Fit skips items nobody interacted with; scores are the brute force over all N items
-    (a skipped item scores 0 and, with sim 0, adds nothing as anyone's neighbour)."""
-    for seed in range(200):
-        x = random_binary(seed, (30, 12), 0.3)
-        x[:, [0, 5, 11]] = 0  # first, middle and last item: no training interaction
+        x[:, empty] = 0
         w_ref, sim = brute_force_knn(x, k, shrink)
         if boundary_is_unambiguous(sim, k):
             break
@@ -205,8 +192,9 @@ def test_itemknn_items_without_interactions_match_brute_force(k: int, shrink: fl
     model.fit(sp.csr_matrix(x))
     users = torch.arange(30)
     scores = model.score(users).numpy()
+    assert scores.shape == (30, 10)
     np.testing.assert_allclose(scores, x @ w_ref, rtol=1e-5, atol=1e-6)
-    assert np.all(scores[:, [0, 5, 11]] == 0.0)
+    assert np.all(scores[:, empty] == 0.0)
     fresh = ItemKNN(k=k, shrink=shrink)
     fresh.load_state_dict(model.state_dict())  # an unfitted module restores the fitted one
     np.testing.assert_array_equal(fresh.score(users).numpy(), scores)
