@@ -14,6 +14,7 @@ import torch
 
 from divrec.baselines import build_baseline
 from divrec.baselines.base import Baseline
+from divrec.errors import ConfigError
 from divrec.evaluation.module import RankingModule
 
 
@@ -45,7 +46,12 @@ class BaselineModule(RankingModule):
         train = training_matrix(
             self.baseline, dm.train_users.numpy(), dm.train_items.numpy(), ratings, shape
         )
-        self.baseline.fit(train)
+        if getattr(self.baseline, "needs_item_vectors", False):  # EASE with a text prior
+            if reference is None:
+                raise ConfigError(f"{type(self.baseline).__name__}: needs the item text vectors")
+            self.baseline.fit(train, item_vectors=reference)
+        else:
+            self.baseline.fit(train)
         self.attach_eval(dm, reference)
 
     def score(self, batch: dict) -> torch.Tensor:
