@@ -61,6 +61,20 @@ class Mutant:
 MUTANTS: tuple[Mutant, ...] = (
     # --- the six the issue names ----------------------------------------------------------
     Mutant(
+        "EASE text prior: diagonal multipliers dropped",
+        "divrec/baselines/ease.py",
+        r"b\[:, act\] = block - p \* mu\.unsqueeze\(0\)",
+        "b[:, act] = block",
+        ("tests/baselines/test_ease_prior.py",),
+    ),
+    Mutant(
+        "EASE text prior: each column keeps all similarities, not its top neighbours",
+        "divrec/baselines/ease.py",
+        r"if k < len\(rows\):",
+        "if False:",
+        ("tests/baselines/test_ease_prior.py",),
+    ),
+    Mutant(
         "relevance loss negated (softmax)",
         "divrec/losses/relevance.py",
         r"return F\.cross_entropy\(logits, target\), logits",

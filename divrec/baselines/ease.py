@@ -47,7 +47,7 @@ class EASE(Baseline):
     needs_training = False
 
     def __init__(
-        self, l2: float = 500.0, text_prior: float = 0.0, prior_neighbours: int = 50
+        self, l2: float = 500.0, text_prior: float = 0.0, prior_neighbours: int = 100
     ) -> None:
         super().__init__()
         require(is_number(l2) and l2 > 0, f"EASE: l2 must be a number > 0, got {l2!r}")
