@@ -52,7 +52,9 @@ def test_mmr_sweep_zero_equals_no_rerank(compose, tmp_path):
     assert swept["test/ndcg@10"] == pytest.approx(plain["test/ndcg@10"], abs=1e-6)
 
 
-@pytest.mark.parametrize("name", ["mmr_sweep", "dpp_sweep", "diversity_weight", "diversity_grid", "recbole_fixed"])
+@pytest.mark.parametrize(
+    "name", ["mmr_sweep", "dpp_sweep", "diversity_weight", "diversity_grid", "recbole_fixed"]
+)
 def test_experiment_configs_compose(name):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = hydra_compose(config_name="train", overrides=[f"+experiment={name}"])

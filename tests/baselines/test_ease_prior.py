@@ -82,9 +82,7 @@ def test_prior_zero_is_plain_ease():
     x, vectors = _data(seed=3)
     plain = build_baseline("ease", n_users=x.shape[0], n_items=x.shape[1], l2=2.0)
     plain.fit(sp.csr_matrix(x))
-    off = build_baseline(
-        "ease", n_users=x.shape[0], n_items=x.shape[1], l2=2.0, text_prior=0.0
-    )
+    off = build_baseline("ease", n_users=x.shape[0], n_items=x.shape[1], l2=2.0, text_prior=0.0)
     off.fit(sp.csr_matrix(x), item_vectors=torch.from_numpy(vectors).float())
     users = torch.arange(x.shape[0])
     assert torch.equal(plain.score(users), off.score(users))
