@@ -313,8 +313,9 @@ class EvalSchema:
     mask_seen: bool = opt(True, "never list a seen item (false: repeat purchases can be)")
     score_cache_mb: int = opt(512, "eval scores kept in memory for re-rank sweeps (0: off)", ge=0)
     metrics: list[str] = opt(
-        ["recall", "ndcg", "mrr", "hit", "precision", "f1", "ild_cat", "ild_emb"]
-        + ["cat_coverage", "item_coverage", "gini", "novelty", "alpha_ndcg", "dist_coverage"],
+        ["recall", "ndcg", "mrr", "hit", "precision", "f1", "recall_cold", "ndcg_cold"]
+        + ["ild_cat", "ild_emb", "cat_coverage", "item_coverage", "gini", "novelty"]
+        + ["alpha_ndcg", "dist_coverage"],
         "metric names",
         choices=_metric_names,
     )

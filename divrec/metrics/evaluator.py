@@ -7,6 +7,9 @@ Repeat-purchase metrics (:data:`~divrec.metrics.repeat.REPEAT_METRICS`: ``ndcg_r
 ``recall_new``, ..., ``repeat_share``) also need each user's ``seen`` items; see
 :mod:`divrec.metrics.repeat`.
 
+Cold-item metrics (:data:`~divrec.metrics.cold.COLD_METRICS`: ``recall_cold``, ...) restrict
+the truth to items without a training interaction; see :mod:`divrec.metrics.cold`.
+
 Category metrics (:data:`CATEGORY_METRICS`) are undefined for a catalogue without any category
 (e.g. a CSV without a categories column): they are left out with one warning, never reported as
 a number that would rank. Items without categories in a catalogue that has some are handled per
@@ -25,8 +28,9 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 
 from divrec.errors import ConfigError, DataError
-from divrec.metrics import beyond, diversity, repeat
+from divrec.metrics import beyond, cold, diversity, repeat
 from divrec.metrics.accuracy import ACCURACY_METRICS, accuracy
+from divrec.metrics.cold import COLD_METRICS
 from divrec.metrics.repeat import REPEAT_METRICS
 from divrec.metrics.states import ExposureMetric, UserCountMetric, UserMeanMetric
 
@@ -54,7 +58,13 @@ log = logging.getLogger(__name__)
 
 def metric_names() -> list[str]:
     """All metric names RankingEvaluator accepts."""
-    return [*ACCURACY_METRICS, *REPEAT_METRICS, *USER_BEYOND_METRICS, *GLOBAL_METRICS]
+    return [
+        *ACCURACY_METRICS,
+        *REPEAT_METRICS,
+        *COLD_METRICS,
+        *USER_BEYOND_METRICS,
+        *GLOBAL_METRICS,
+    ]
 
 
 def has_categories(category_matrix: Tensor) -> bool:
@@ -121,9 +131,14 @@ class _Batch:
         return self.seen.gather(1, self.topk)
 
     def subset(self, which: str) -> tuple[Tensor, Tensor]:
-        """Hits [users, K] and sizes [users] of the truth restricted to ``which`` (repeat/new)."""
+        """Hits [users, K] and sizes [users] of the truth restricted to ``which``
+        (repeat / new / cold)."""
         if which not in self._subsets:
-            self._subsets[which] = repeat.subset_hits(self.topk, self.truth, self.seen, which)
+            self._subsets[which] = (
+                cold.cold_hits(self.topk, self.truth, self.ev.cold_items)
+                if which == "cold"
+                else repeat.subset_hits(self.topk, self.truth, self.seen, which)
+            )
         return self._subsets[which]
 
 
@@ -197,6 +212,7 @@ class RankingEvaluator(nn.Module):
         self.register_buffer("category_matrix", category_matrix.float(), persistent=False)
         info = beyond.self_information(popularity, n_train_users)
         self.register_buffer("self_info", info, persistent=False)
+        self.register_buffer("cold_items", popularity == 0, persistent=False)  # [N] bool
         self.register_buffer("item_embeddings", None, persistent=False)
         self.register_buffer("user_interests", None, persistent=False)
         self.emb_dim = 0
@@ -318,6 +334,8 @@ class RankingEvaluator(nn.Module):
         if name in REPEAT_METRICS:
             base, subset = repeat.parse(name)
             return repeat.restricted(base, *b.subset(subset), ks)
+        if name in COLD_METRICS:
+            return repeat.restricted(cold.base(name), *b.subset("cold"), ks)
         if name == "ild_cat":
             return diversity.ild_cat(b.cats, ks), None
         if name == "ild_emb":
@@ -353,7 +371,7 @@ class RankingEvaluator(nn.Module):
                 for k, v in zip(self.ks, vals, strict=True):
                     out[f"{self.prefix}{name}@{k}"] = float(v)
             n_users = self.users.compute().tolist()
-            for subset in repeat.SUBSETS:  # users each restricted family averages over
+            for subset in (*repeat.SUBSETS, "cold"):  # users each restricted family averages over
                 first = next((m for m in self.metrics if m.endswith(f"_{subset}")), None)
                 if first is not None:
                     out[f"{self.prefix}n_{subset}_users"] = self.user_metrics[first].users()

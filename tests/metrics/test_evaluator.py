@@ -37,6 +37,7 @@ def test_metric_names_and_keys() -> None:
     out = ev.compute()
     assert set(ALL) == set(RankingEvaluator.metric_names())
     counts = {"val/n_users", "val/n_skipped_users", "val/n_repeat_users", "val/n_new_users"}
+    counts |= {"val/n_cold_users"}
     want = {f"val/{m}@{k}" for m in ALL for k in KS} | counts
     assert set(out) == want
     assert all(math.isfinite(v) for v in out.values())
