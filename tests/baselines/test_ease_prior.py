@@ -109,3 +109,29 @@ def test_checkpoint_without_cols_loads():
     fresh.load_state_dict(state)
     users = torch.arange(x.shape[0])
     assert torch.equal(fresh.score(users), model.score(users))
+
+
+def test_prior_ranks_cold_items_of_the_users_taste_first():
+    """Two taste groups: users interact only within their group's warm items; each group also
+    has cold items (no interaction). With text vectors that carry the group and every warm item
+    of a group among a cold item's neighbours, the prior scores
+    every user's own-group cold items above the other group's; plain EASE scores them 0."""
+    rng = np.random.default_rng(7)
+    n_items, warm = 20, 8  # items 0-9 group 0, 10-19 group 1; in each, the last 2 are cold
+    group = np.repeat([0, 1], 10)
+    cold = np.array([i % 10 >= warm for i in range(n_items)])
+    x = np.zeros((40, n_items))
+    for u in range(40):
+        g = u % 2
+        pool = np.flatnonzero((group == g) & ~cold)
+        x[u, rng.choice(pool, size=4, replace=False)] = 1.0
+    vectors = np.eye(2)[group] + 0.1 * rng.normal(size=(n_items, 2))
+    model = build_baseline(
+        "ease", n_users=40, n_items=n_items, l2=5.0, text_prior=0.5, prior_neighbours=8
+    )
+    model.fit(sp.csr_matrix(x), item_vectors=torch.from_numpy(vectors).float())
+    scores = model.score(torch.arange(40)).numpy()
+    for u in range(40):
+        own = scores[u, cold & (group == u % 2)]
+        other = scores[u, cold & (group != u % 2)]
+        assert own.min() > other.max()
