@@ -157,3 +157,18 @@ def test_train_run_with_a_tiny_decoder(decoders, compose, tmp_path):
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["meta"]["status"] == "ok"
     assert 0.0 <= m["test/ndcg@10"] <= 1.0
+
+
+def test_datamodule_prepends_the_prefixes(decoders, compose):
+    from divrec.run.build import build_datamodule
+
+    dm = build_datamodule(
+        compose(
+            f"model.encoder.pretrained={decoders['gpt2']}",
+            "data.text.user_prefix=query: ",
+            "data.text.item_prefix=passage: ",
+        )
+    )
+    dm.setup()
+    assert dm.user_texts and all(t.startswith("query: ") for t in dm.user_texts)
+    assert all(t.startswith("passage: ") for t in dm.catalogue.texts)
