@@ -142,7 +142,9 @@ class LoraSchema:
     r: int = opt(8, "LoRA rank", ge=1)
     alpha: float = opt(16, "LoRA scaling alpha", gt=0)
     dropout: float = opt(0.05, "dropout on the LoRA input", ge=0, lt=1)
-    target_modules: list[str] = opt(["query", "key", "value"], "modules to adapt", min_len=1)
+    target_modules: list[str] = opt(
+        ["auto"], "modules to adapt ([auto]: by architecture)", min_len=1
+    )
 
 
 @dataclass
@@ -367,6 +369,8 @@ class TextSchema:
     )
     max_item_len: int = opt(32, "token limit for item texts", ge=1)
     max_user_len: int = opt(96, "token limit for user texts", ge=1)
+    item_prefix: str = opt("", "instruction prepended to item texts")
+    user_prefix: str = opt("", "instruction prepended to user texts")
 
 
 def _source_loader(node: Any, parent: Any) -> tuple[Callable, tuple[str, ...]]:

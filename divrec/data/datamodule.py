@@ -37,6 +37,7 @@ from divrec.data.text import (
     render_items,
     render_user_variants,
     tokenise_cached,
+    with_prefix,
 )
 from divrec.errors import ConfigError
 from divrec.utils.io import fingerprint
@@ -145,6 +146,8 @@ class RecDataModule(pl.LightningDataModule):
         user_texts, pair_rows = render_user_variants(
             user_ids, split.train, titles, ds.users, self.text_cfg
         )
+        item_texts = with_prefix(item_texts, self.text_cfg.item_prefix)
+        user_texts = with_prefix(user_texts, self.text_cfg.user_prefix)
         return item_texts, user_ids, user_texts, pair_rows, n_empty
 
     def _split(self, ds: RecDataset) -> tuple[Split, dict[str, Any]]:

@@ -42,6 +42,14 @@ class TextConfig:
     user_text_folds: int = 2  # training-pair user texts leave out the pair's fold (>= 2)
     max_item_len: int = 32
     max_user_len: int = 96
+    item_prefix: str = ""  # prepended to every item text (embedding models' instruction)
+    user_prefix: str = ""  # prepended to every user text
+
+
+def with_prefix(texts: list[str], prefix: str) -> list[str]:
+    """``prefix + text`` for each text (the prefix is part of the text, hence of every
+    token and embedding cache key)."""
+    return [prefix + t for t in texts] if prefix else list(texts)
 
 
 def template_fields(template: str) -> list[str]:

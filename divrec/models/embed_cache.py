@@ -2,8 +2,8 @@
 
 With ``finetune: frozen`` the backbone never changes, so its pooled output for every item
 text is computed once and stored as ``<cache_dir>/<key>.safetensors``. The cache holds the
-backbone's *pooled* vectors (``TextEncoder.pool_backbone``, ``[N, H]``) for pooling ``cls`` or
-``mean``, before projection and normalisation; the heads (``TextEncoder.head``) are applied on
+backbone's *pooled* vectors (``TextEncoder.pool_backbone``, ``[N, H]``) for pooling ``cls``,
+``mean`` or ``last``, before projection and normalisation; the heads (``TextEncoder.head``) are applied on
 top at train time and may still train. ``attention`` pooling learns over token states, which
 the cache cannot hold cheaply, so it is refused with a ConfigError.
 
@@ -30,7 +30,7 @@ from divrec.utils.io import atomic_path, fingerprint
 
 log = logging.getLogger(__name__)
 
-CACHEABLE_POOLINGS = ("cls", "mean")
+CACHEABLE_POOLINGS = ("cls", "mean", "last")
 _KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _TENSOR_NAME = "embeddings"
 

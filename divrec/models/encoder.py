@@ -3,8 +3,9 @@
 ``TextEncoder.forward = head(pool_backbone(...))``:
 
 - ``pool_backbone``: transformer backbone + token pooling -> ``[B, H]``
-  (``cls``: first token; ``mean``: masked average; ``attention``: a learned query vector
-  attends over the unmasked token states, softmax weights).
+  (``cls``: first token; ``mean``: masked average; ``last``: the last real (unmasked) token,
+  whichever side the tokenizer pads, the usual pooling of decoder LMs; ``attention``: a
+  learned query vector attends over the unmasked token states, softmax weights).
 - ``head``: optional linear projection ``H -> projection_dim`` then L2 normalisation.
 
 The split lets a frozen backbone's pooled vectors be precomputed once and cached on disk
@@ -15,6 +16,11 @@ Fine-tuning modes: ``frozen`` (backbone never trains, stays in eval mode, runs u
 adapters only), ``full`` (everything). BERT-family poolers (``pooler.dense`` + tanh) are
 removed: divrec pools tokens itself, and an unused pooler would otherwise hold trainable
 parameters that never get gradients (or LoRA adapters when ``target_modules`` has "dense").
+
+Decoder LMs (GPT-2, Llama, Qwen, ...) load the same way: ``AutoModel`` gives the base model
+without its LM head. Their position ids are computed from the attention mask, so a
+left-padded text gets the same hidden states as the text alone. LoRA ``target_modules:
+[auto]`` picks the attention projections of the architecture (:data:`LORA_TARGETS`).
 """
 
 from __future__ import annotations
@@ -33,13 +39,25 @@ from divrec.models.pretrained import load_backbone, resolve_pretrained, weights_
 
 log = logging.getLogger(__name__)
 
-POOLINGS = ("cls", "mean", "attention")
+POOLINGS = ("cls", "mean", "last", "attention")
 FINETUNE_MODES = ("frozen", "top_layers", "lora", "full")
 LORA_DEFAULTS: dict[str, Any] = {
     "r": 8,
     "alpha": 16,
     "dropout": 0.0,
-    "target_modules": ["query", "key", "value"],
+    "target_modules": ["auto"],
+}
+# ``target_modules: [auto]`` by model type: the attention projections (fallback: BERT's names).
+LORA_TARGETS: dict[str, list[str]] = {
+    "bert": ["query", "key", "value"],
+    "gpt2": ["c_attn"],
+    "llama": ["q_proj", "v_proj"],
+    "qwen2": ["q_proj", "v_proj"],
+    "qwen3": ["q_proj", "v_proj"],
+    "mistral": ["q_proj", "v_proj"],
+    "gemma": ["q_proj", "v_proj"],
+    "gemma2": ["q_proj", "v_proj"],
+    "phi3": ["qkv_proj"],
 }
 # Model types whose forward skips a ``None`` pooler (checked in transformers' sources).
 _POOLER_OPTIONAL = frozenset({"bert", "roberta", "xlm-roberta", "camembert", "mpnet", "ernie"})
@@ -54,6 +72,28 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Average of unmasked token states: ``hidden [B, L, H], mask [B, L] -> [B, H]``."""
     m = mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+def last_token_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """State at the last unmasked position (left or right padding):
+    ``hidden [B, L, H], mask [B, L] -> [B, H]`` (an all-masked row gives position 0)."""
+    pos = torch.arange(1, mask.shape[1] + 1, device=mask.device)
+    last = (mask.to(pos.dtype) * pos).argmax(dim=1)  # [B]
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
+def is_decoder_lm(config: Any) -> bool:
+    """Whether a backbone config is a causal (decoder-only) LM: it has a causal-LM class and
+    no masked-LM one (BERT has both)."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    kind = getattr(config, "model_type", None)
+    return (
+        kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    )
 
 
 def attention_pool(hidden: torch.Tensor, mask: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
@@ -91,13 +131,15 @@ def _enable_checkpointing(backbone: nn.Module) -> None:
         backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
-def _lora_settings(lora: dict | None) -> dict[str, Any]:
+def _lora_settings(lora: dict | None, model_type: str | None = None) -> dict[str, Any]:
     cfg = dict(LORA_DEFAULTS)
     unknown = sorted(set(lora or {}) - set(LORA_DEFAULTS))
     if unknown:
         raise ConfigError(f"model.lora: unknown key(s) {unknown}; allowed {sorted(LORA_DEFAULTS)}")
     cfg.update(lora or {})
     cfg["target_modules"] = [str(t) for t in cfg["target_modules"]]
+    if cfg["target_modules"] == ["auto"]:
+        cfg["target_modules"] = list(LORA_TARGETS.get(str(model_type), LORA_TARGETS["bert"]))
     if not isinstance(cfg["r"], int) or cfg["r"] < 1:
         raise ConfigError(f"model.lora.r: expected a positive int, got {cfg['r']!r}")
     if not 0.0 <= float(cfg["dropout"]) < 1.0:
@@ -146,6 +188,7 @@ class TextEncoder(nn.Module):
         ):
             backbone.pooler = None
         self.hidden_size = int(backbone.config.hidden_size)
+        self.decoder = is_decoder_lm(backbone.config)
         if gradient_checkpointing:
             if finetune == "frozen":
                 log.info("gradient_checkpointing ignored: the backbone is frozen")
@@ -188,13 +231,15 @@ class TextEncoder(nn.Module):
             return backbone
         from peft import LoraConfig, get_peft_model
 
-        cfg = _lora_settings(lora)
+        cfg = _lora_settings(lora, getattr(backbone.config, "model_type", None))
         config = LoraConfig(
             r=cfg["r"],
             lora_alpha=cfg["alpha"],
             lora_dropout=float(cfg["dropout"]),
             target_modules=cfg["target_modules"],
             bias="none",
+            # GPT-2's projections are Conv1D ([in, out] weights)
+            fan_in_fan_out=getattr(backbone.config, "model_type", None) == "gpt2",
         )
         try:
             with warnings.catch_warnings():  # peft still calls the 4.x name on transformers 5
@@ -224,17 +269,21 @@ class TextEncoder(nn.Module):
             return cls_pool(hidden)
         if self.pooling == "mean":
             return mean_pool(hidden, attention_mask)
+        if self.pooling == "last":
+            return last_token_pool(hidden, attention_mask)
         return attention_pool(hidden, attention_mask, self.attn_query)
 
     def pool_backbone(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Backbone + token pooling: ``input_ids, attention_mask [B, L] -> [B, H]``."""
         backbone = self.backbone if self._compiled is None else self._compiled
+        kwargs: dict[str, torch.Tensor] = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if self.decoder:  # positions count real tokens only: left pads do not shift them
+            kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
         if self.finetune == "frozen":
             with torch.no_grad():
-                hidden = backbone(input_ids=input_ids, attention_mask=attention_mask)
-                hidden = hidden.last_hidden_state
+                hidden = backbone(**kwargs).last_hidden_state
         else:
-            hidden = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            hidden = backbone(**kwargs).last_hidden_state
         return self.pool_tokens(hidden, attention_mask)
 
     def head(self, pooled: torch.Tensor) -> torch.Tensor:

@@ -158,17 +158,24 @@ def _warn_remote_code(path: str, trust_remote_code: bool) -> None:
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False):
-    """``AutoTokenizer`` for a model name or folder (offline)."""
+    """``AutoTokenizer`` for a model name or folder (offline).
+
+    A tokenizer without a pad token (GPT-2 and many decoder LMs) pads with its eos token:
+    the vocabulary is unchanged and pads are masked out, so their id never matters.
+    """
     from transformers import AutoTokenizer
 
     path, local = local_source(resolve_pretrained(path))
     _warn_remote_code(path, trust_remote_code)
     try:
-        return AutoTokenizer.from_pretrained(
+        tok = AutoTokenizer.from_pretrained(
             path, trust_remote_code=trust_remote_code, local_files_only=local
         )
     except (OSError, ValueError) as e:
         raise DivrecError(f"cannot load tokenizer from {path!r}: {e}") from e
+    if tok.pad_token is None and tok.eos_token is not None:
+        tok.pad_token = tok.eos_token
+    return tok
 
 
 def load_backbone(path: str, trust_remote_code: bool = False, expected_sha256: str | None = None):

@@ -1,4 +1,5 @@
-"""A tiny randomly initialised BERT (same vocabulary as MiniLM) for fast tests and smoke runs."""
+"""Tiny randomly initialised models for fast tests and smoke runs: a BERT (MiniLM's vocabulary)
+and decoder LMs (GPT-2, Llama, Qwen2) with an offline byte-level BPE tokenizer."""
 
 from __future__ import annotations
 
@@ -8,6 +9,17 @@ import torch
 
 from divrec.models.pretrained import minilm_dir
 from divrec.utils.io import atomic_dir
+
+
+def _save_seeded(path: str | Path, cls, config, tokenizer, seed: int) -> str:
+    """Build ``cls(config)`` under ``seed`` (global RNG untouched), save it with ``tokenizer``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = cls(config)
+    with atomic_dir(path, replace=True) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    return str(path)
 
 
 def build_tiny_bert(
@@ -37,10 +49,77 @@ def build_tiny_bert(
         max_position_embeddings=512,
         pad_token_id=tokenizer.pad_token_id,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = BertModel(config)
-    with atomic_dir(path, replace=True) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-    return str(path)
+    return _save_seeded(path, BertModel, config, tokenizer, seed)
+
+
+DECODER_ARCHS = ("gpt2", "llama", "qwen2")
+_CORPUS = (
+    "the quick brown fox jumps over the lazy dog. recently liked: toy story, heat, jumanji. "
+    "categories: comedy, drama, action, thriller, romance, animation, children, sci-fi. "
+    "query: passage: a film about a dog and a fox who travel to the city at night. "
+)
+
+
+def _tiny_bpe_tokenizer(arch: str):
+    """An offline byte-level BPE tokenizer (any text tokenises), eos only like GPT-2.
+
+    GPT-2 style: no pad token (``load_tokenizer`` sets it to eos), right padding.
+    Llama/Qwen style: a bos token is prepended and the tokenizer pads on the left.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    eos, bos = "<|endoftext|>", "<s>"
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=[eos, bos],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator([_CORPUS] * 4, trainer=trainer)
+    if arch == "gpt2":
+        return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, bos_token=eos)
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", special_tokens=[(bos, tok.token_to_id(bos))]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token=eos, bos_token=bos, padding_side="left"
+    )
+
+
+def build_tiny_decoder(
+    path: str | Path, arch: str = "gpt2", hidden: int = 32, layers: int = 2, seed: int = 0
+) -> str:
+    """Save a random decoder LM backbone (``GPT2Model``/``LlamaModel``/``Qwen2Model``) and an
+    offline tokenizer into ``path``, as ``save_pretrained`` writes a downloaded checkpoint.
+
+    Weights depend only on ``arch``, the sizes and ``seed``. Returns ``str(path)``.
+    """
+    from transformers import GPT2Config, GPT2Model, LlamaConfig, LlamaModel, Qwen2Config, Qwen2Model
+
+    if arch not in DECODER_ARCHS:
+        raise ValueError(f"arch: expected one of {DECODER_ARCHS}, got {arch!r}")
+    tokenizer = _tiny_bpe_tokenizer(arch)
+    ids = {"vocab_size": len(tokenizer), "eos_token_id": tokenizer.eos_token_id}
+    if arch == "gpt2":
+        config = GPT2Config(n_embd=hidden, n_layer=layers, n_head=2, n_positions=256, **ids)
+        cls = GPT2Model
+    else:
+        config_cls, cls = (
+            (LlamaConfig, LlamaModel) if arch == "llama" else (Qwen2Config, Qwen2Model)
+        )
+        config = config_cls(
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            max_position_embeddings=256,
+            bos_token_id=tokenizer.bos_token_id,
+            tie_word_embeddings=False,
+            **ids,
+        )
+    return _save_seeded(path, cls, config, tokenizer, seed)

@@ -60,7 +60,7 @@ def base_view(m: LoadedModel) -> View:
 
 def extend(m: LoadedModel, items: pd.DataFrame) -> View:
     """The base view plus ``items`` encoded from their text alone."""
-    from divrec.data.text import render_items
+    from divrec.data.text import render_items, with_prefix
 
     base = base_view(m)
     for col in ("item_id", "title", "categories"):
@@ -78,6 +78,7 @@ def extend(m: LoadedModel, items: pd.DataFrame) -> View:
         raise DataError(f"catalogue: item ids must be new and unique; clashes: {clash[:5]}")
     try:
         texts, _ = render_items(items, m.dm.text_cfg.item_template)
+        texts = with_prefix(texts, m.dm.text_cfg.item_prefix)
     except ConfigError as e:
         raise DataError(f"catalogue: {e}") from None
     net = m.module.net
