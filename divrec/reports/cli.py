@@ -14,7 +14,7 @@ import math
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from divrec.reports.collect import (
     knob_columns,
     metric_columns,
 )
+from divrec.reports.compare import cut_offs, print_table, write_baseline, write_compare
 from divrec.reports.pareto import DEFAULT_X, DEFAULT_Y, axis_fallback, pareto_front
 from divrec.reports.plot import plot_pareto
 from divrec.utils.io import atomic_path
@@ -198,7 +199,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="divrec-report",
         description="Table, CSV and Pareto plot (accuracy vs diversity) of a sweep's runs.",
     )
-    parser.add_argument("folder", help="sweep or runs folder (metrics.json searched at any depth)")
+    parser.add_argument(
+        "folder", nargs="?", help="sweep or runs folder (metrics.json searched at any depth)"
+    )
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("RUN_A", "RUN_B"),
+        help="paired per-user tests of RUN_B vs RUN_A (same split): compare.md/.csv",
+    )
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        help="run folder: add significance.md/.csv with Holm p-values of every run vs it",
+    )
     parser.add_argument("--x", default=DEFAULT_X, help=f"x-axis metric (default {DEFAULT_X})")
     parser.add_argument("--y", default=DEFAULT_Y, help=f"y-axis metric (default {DEFAULT_Y})")
     parser.add_argument("--out", default=None, help="output folder (default FOLDER/report)")
@@ -212,19 +226,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
-    try:
+    if (args.folder is None) == (args.compare is None):
+        parser.error("give either FOLDER or --compare RUN_A RUN_B")
+    if args.compare:
+        return _compare(args.compare, args.out, metrics)
+
+    def report() -> tuple[dict[str, Any], dict[str, Any] | None]:
         result = make_report(args.folder, args.x, args.y, args.out, metrics=metrics)
         if args.aggregate:
             _write_aggregate(result)
-    except DivrecError as exc:
-        print(f"divrec-report: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"divrec-report: error: cannot write report: {exc}", file=sys.stderr)
-        return 1
+        sig = write_baseline(result, args.folder, args.baseline) if args.baseline else None
+        return result, sig
+
+    done, code = _guarded(report)
+    if code:
+        return code
     from divrec.reports.console import print_console
 
+    result, sig = done
     print_console(result, result["x"], result["y"])
+    if sig is not None:
+        title = f"significance vs {args.baseline}"
+        print_table(sig["df"], title, [sig["markdown"], sig["csv"]])
+    return 0
+
+
+def _guarded(work: Callable[[], Any]) -> tuple[Any, int]:
+    """``(work(), 0)``, or ``(None, 2)`` on bad input / ``(None, 1)`` on an unwritable output,
+    with the error printed as one line."""
+    try:
+        return work(), 0
+    except DivrecError as exc:
+        print(f"divrec-report: error: {exc}", file=sys.stderr)
+        return None, 2
+    except OSError as exc:
+        print(f"divrec-report: error: cannot write report: {exc}", file=sys.stderr)
+        return None, 1
+
+
+def _compare(runs: list[str], out: str | None, metrics: list[str] | None) -> int:
+    """``--compare RUN_A RUN_B``: paired tests table, files, exit code."""
+    ks = cut_offs(metrics) if metrics else [10, 20]
+    res, code = _guarded(lambda: write_compare(runs[0], runs[1], out, ks))
+    if code:
+        return code
+    print_table(res["df"], f"{runs[1]} vs {runs[0]} (diff = B - A)", [res["markdown"], res["csv"]])
     return 0
 
 
