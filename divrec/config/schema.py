@@ -314,7 +314,8 @@ class EvalSchema:
     score_cache_mb: int = opt(512, "eval scores kept in memory for re-rank sweeps (0: off)", ge=0)
     metrics: list[str] = opt(
         ["recall", "ndcg", "mrr", "hit", "precision", "f1", "ild_cat", "ild_emb"]
-        + ["cat_coverage", "item_coverage", "gini", "novelty", "alpha_ndcg", "dist_coverage"],
+        + ["cat_coverage", "item_coverage", "gini", "novelty", "alpha_ndcg", "dist_coverage"]
+        + ["miscalibration"],
         "metric names",
         choices=_metric_names,
     )

@@ -24,25 +24,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from divrec.metrics.calibration import ALPHA, genre_shares, kl_calibration
 from divrec.rerank.candidates import minmax_over_candidates, user_candidates
 from divrec.rerank.checks import check_diversity, compute_dtype
 from divrec.rerank.kernels import limit_cpu_threads, user_chunks
 from divrec.rerank.xquad import _check_categories
-
-ALPHA = 0.01  # Steck's smoothing of q towards p
-
-
-def item_genre_shares(categories: Tensor) -> Tensor:
-    """``[N, C]`` rows ``categories[i] / sum(categories[i])`` (zero rows stay zero)."""
-    cats = categories.float()
-    return cats / cats.sum(1, keepdim=True).clamp_min(1e-12)
-
-
-def kl_calibration(p: Tensor, q: Tensor, alpha: float = ALPHA) -> Tensor:
-    """``KL(p || (1 - alpha) q + alpha p)`` over the last dim; 0 where p is 0."""
-    q_s = (1.0 - alpha) * q + alpha * p
-    terms = p * (torch.log(p.clamp_min(1e-30)) - torch.log(q_s.clamp_min(1e-30)))
-    return torch.where(p > 0, terms, torch.zeros_like(terms)).sum(-1)
 
 
 @limit_cpu_threads
@@ -67,7 +53,7 @@ def calibrated(
     if lam == 0.0:
         return idx[:, :k].contiguous()
     dtype = compute_dtype(scores, user_categories)
-    shares = item_genre_shares(categories).to(device=scores.device, dtype=dtype)
+    shares = genre_shares(categories).to(device=scores.device, dtype=dtype)
     users_p = user_categories.to(device=scores.device, dtype=dtype)
     per_user = (3 * shares.shape[1] + 6) * m * (torch.finfo(dtype).bits // 8)
     out = []

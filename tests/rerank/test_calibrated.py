@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from divrec.errors import DataError
+from divrec.metrics.calibration import kl_calibration
 from divrec.rerank import calibrated, rerank, top_k
-from divrec.rerank.calibrated import kl_calibration
 
 from . import random_case, ref_candidates
 from .test_xquad import random_categories
