@@ -105,14 +105,14 @@ def validate_against_data(cfg: DictConfig, n_items: int, has_categories: bool = 
 
 
 def category_needs(cfg: DictConfig) -> list[str]:
-    """Problems of ``cfg`` on a catalogue without categories: xQuAD (the run's re-ranker or a
+    """Problems of ``cfg`` on a catalogue without categories: xQuAD or calibration (the run's re-ranker or a
     ``rerank_sweep`` name), a callback monitoring a category metric (never logged) and a
     category loss term with ``loss.diversity_weight > 0`` (weight 0: the term is unused)."""
     why = "needs item categories and this catalogue has none (data.categories_from=clusters gives it some)"
     errors = []
     sweep = (cfg.get("rerank_sweep") or {}).get("names") or []
-    if "xquad" in {cfg.rerank.get("name", "none"), *sweep}:
-        errors.append(f"rerank: xquad {why}; use rerank=mmr or rerank=dpp")
+    for name in sorted({"xquad", "calibrated"} & {cfg.rerank.get("name", "none"), *sweep}):
+        errors.append(f"rerank: {name} {why}; use rerank=mmr or rerank=dpp")
     div = (cfg.get("loss") or {}).get("diversity") or {}
     uses_cats = div.get("name") == "category_entropy" or (
         div.get("name") == "ils" and div.get("similarity") == "category"

@@ -317,7 +317,7 @@ class EvalSchema:
     metrics: list[str] = opt(
         ["recall", "ndcg", "mrr", "hit", "precision", "f1", "recall_cold", "ndcg_cold"]
         + ["ild_cat", "ild_emb", "cat_coverage", "item_coverage", "gini", "novelty"]
-        + ["alpha_ndcg", "dist_coverage"],
+        + ["alpha_ndcg", "dist_coverage", "miscalibration"],
         "metric names",
         choices=_metric_names,
     )

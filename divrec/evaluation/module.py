@@ -31,6 +31,7 @@ from divrec.errors import DataError
 from divrec.evaluation.pipeline import Ranker
 from divrec.evaluation.score_cache import ScoreCache
 from divrec.metrics import RankingEvaluator
+from divrec.metrics.calibration import history_distribution
 from divrec.metrics.evaluator import drop_category_metrics
 from divrec.metrics.spaces import diversity_space
 from divrec.rerank.kernels import cpu_threads
@@ -78,6 +79,11 @@ class RankingModule(pl.LightningModule):
         users = torch.repeat_interleave(torch.arange(len(dm.user_ids)), dm.history.indptr.diff())
         hist_cats.index_add_(0, users, cat.category_matrix[dm.history.indices])
         user_cats = hist_cats / hist_cats.sum(1, keepdim=True).clamp_min(1e-9)
+        if self.rerank_cfg and self.rerank_cfg.get("name") == "calibrated":
+            # Steck's p(g|u): each history item's genres share weight 1 (not 0/1 coverage)
+            user_cats = history_distribution(
+                cat.category_matrix, dm.history.indptr, dm.history.indices
+            )
         self.register_buffer("user_categories", user_cats, persistent=False)
         emb = None
         if reference_embeddings is not None:
@@ -101,6 +107,9 @@ class RankingModule(pl.LightningModule):
             popularity=cat.popularity,
             n_train_users=int((dm.history.indptr.diff() > 0).sum()),
             user_interests=dm.user_interests,
+            user_history=history_distribution(
+                cat.category_matrix, dm.history.indptr, dm.history.indices
+            ),
             item_embeddings=space if "ild_emb" in self.metric_names else None,
         )
         self.val_metrics = RankingEvaluator(**kw, prefix="val")

@@ -41,8 +41,9 @@ class Ranker:
         """Ranker of a ``rerank`` config; ConfigError for xQuAD on categories with none set."""
         cfg = dict(rerank_cfg or {})
         cats = side.get("categories")
-        if cfg.get("name") == "xquad" and cats is not None and not has_categories(cats):
-            raise ConfigError("rerank: xquad needs item categories and this catalogue has none")
+        name = cfg.get("name")
+        if name in ("xquad", "calibrated") and cats is not None and not has_categories(cats):
+            raise ConfigError(f"rerank: {name} needs item categories and this catalogue has none")
         return cls(
             name=str(cfg.get("name", "none")),
             diversity=float(cfg.get("diversity", 0.0) or 0.0),

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 
 from divrec.errors import ConfigError, DataError
-from divrec.metrics import beyond, cold, diversity, repeat
+from divrec.metrics import beyond, calibration, cold, diversity, repeat
 from divrec.metrics.accuracy import ACCURACY_METRICS, accuracy
 from divrec.metrics.cold import COLD_METRICS
 from divrec.metrics.repeat import REPEAT_METRICS
@@ -41,11 +41,16 @@ USER_BEYOND_METRICS = (
     "novelty",
     "alpha_ndcg",
     "interest_coverage",
+    "miscalibration",
 )
 GLOBAL_METRICS = ("item_coverage", "gini", "dist_coverage")
 # Metrics that read item categories: undefined when no item has one.
-CATEGORY_METRICS = ("ild_cat", "cat_coverage", "alpha_ndcg", "interest_coverage")
-_NEEDS = {"ild_emb": "item_embeddings", "interest_coverage": "user_interests"}
+CATEGORY_METRICS = ("ild_cat", "cat_coverage", "alpha_ndcg", "interest_coverage", "miscalibration")
+_NEEDS = {
+    "ild_emb": "item_embeddings",
+    "interest_coverage": "user_interests",
+    "miscalibration": "user_history",
+}
 _GLOBAL_FNS = {
     "item_coverage": beyond.item_coverage,
     "gini": beyond.gini,
@@ -147,6 +152,7 @@ class RankingEvaluator(nn.Module):
 
     ``category_matrix: [N, C]`` 0/1, ``popularity: [N]`` train interaction counts,
     ``item_embeddings: [N, d]`` (ild_emb), ``user_interests: [U, C]`` 0/1 (interest_coverage),
+    ``user_history: [U, C]`` p(g|u) of :mod:`divrec.metrics.calibration` (miscalibration),
     ``alpha`` for alpha_ndcg. Per-user metrics are averaged over evaluated users (users with at
     least one truth item; the ``_repeat``/``_new`` metrics over those whose restricted truth is
     not empty, counted as ``n_repeat_users``/``n_new_users``); item_coverage, gini and
@@ -167,6 +173,7 @@ class RankingEvaluator(nn.Module):
         n_train_users: int,
         item_embeddings: Tensor | None = None,
         user_interests: Tensor | None = None,
+        user_history: Tensor | None = None,
         prefix: str = "test",
         alpha: float = 0.5,
     ) -> None:
@@ -198,7 +205,11 @@ class RankingEvaluator(nn.Module):
             raise ConfigError(f"evaluator: n_train_users={n_train_users} must be >= 1")
         if not 0.0 <= alpha <= 1.0:
             raise ConfigError(f"evaluator alpha: {alpha} must be in [0, 1]")
-        given = {"item_embeddings": item_embeddings, "user_interests": user_interests}
+        given = {
+            "item_embeddings": item_embeddings,
+            "user_interests": user_interests,
+            "user_history": user_history,
+        }
         for name in names:
             if name in _NEEDS and given[_NEEDS[name]] is None:
                 raise ConfigError(f"evaluator metric '{name}' needs {_NEEDS[name]}, none given")
@@ -215,6 +226,13 @@ class RankingEvaluator(nn.Module):
         self.register_buffer("cold_items", popularity == 0, persistent=False)  # [N] bool
         self.register_buffer("item_embeddings", None, persistent=False)
         self.register_buffer("user_interests", None, persistent=False)
+        self.register_buffer("user_history", None, persistent=False)
+        if "miscalibration" in names:
+            if user_history.dim() != 2 or user_history.shape[1] != n_cats:
+                raise DataError(
+                    f"evaluator: user_history {tuple(user_history.shape)} must be [U, {n_cats}]"
+                )
+            self.user_history = user_history.float()
         self.emb_dim = 0
         if "ild_emb" in names:
             emb = item_embeddings.double()
@@ -290,6 +308,10 @@ class RankingEvaluator(nn.Module):
             n_u = self.user_interests.shape[0]
             if int(user_idx.min()) < 0 or int(user_idx.max()) >= n_u:
                 raise DataError(f"evaluator.update: user_idx outside [0, {n_u}) of user_interests")
+        if self.user_history is not None and user_idx.numel():
+            n_u = self.user_history.shape[0]
+            if int(user_idx.min()) < 0 or int(user_idx.max()) >= n_u:
+                raise DataError(f"evaluator.update: user_idx outside [0, {n_u}) of user_history")
 
     @torch.no_grad()
     def update(
@@ -344,6 +366,8 @@ class RankingEvaluator(nn.Module):
             return diversity.cat_coverage(b.cats, ks), None
         if name == "interest_coverage":
             return diversity.interest_coverage(b.cats, self.user_interests[b.user_idx], ks)
+        if name == "miscalibration":
+            return calibration.miscalibration(b.cats, self.user_history[b.user_idx], ks)
         if name == "novelty":
             return beyond.novelty(self.self_info[b.topk], ks), None
         if name == "alpha_ndcg":

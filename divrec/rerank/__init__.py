@@ -13,6 +13,7 @@ from collections.abc import Callable
 from torch import Tensor
 
 from divrec.errors import ConfigError, DataError
+from divrec.rerank.calibrated import calibrated
 from divrec.rerank.candidates import top_k
 from divrec.rerank.dpp import dpp
 from divrec.rerank.mmr import mmr
@@ -24,6 +25,7 @@ RERANKERS: dict[str, Callable[..., Tensor]] = {
     "mmr": mmr,
     "dpp": dpp,
     "xquad": xquad,
+    "calibrated": calibrated,
 }
 
 
@@ -37,10 +39,10 @@ def rerank(
     user_categories: Tensor | None = None,
     candidates: int | None = None,
 ) -> Tensor:
-    """Dispatch to the re-ranker ``name`` ("none", "mmr", "dpp", "xquad"); returns ``[B, k]``.
+    """Dispatch to the re-ranker ``name`` ("none", "mmr", "dpp", "xquad", "calibrated"); returns ``[B, k]``.
 
     "none" ignores ``diversity`` and returns the top-k; "mmr"/"dpp" need ``embeddings``;
-    "xquad" needs ``categories`` and ``user_categories``.
+    "xquad"/"calibrated" need ``categories`` and ``user_categories``.
     """
     if name not in RERANKERS:
         raise ConfigError(
@@ -54,8 +56,8 @@ def rerank(
             raise DataError(f"rerank: {name} needs item embeddings, none were given")
         return fn(scores, embeddings, k, diversity, candidates=candidates)
     if categories is None or user_categories is None:
-        raise DataError("rerank: xquad needs item categories and user_categories")
+        raise DataError(f"rerank: {name} needs item categories and user_categories")
     return fn(scores, categories, k, diversity, user_categories, candidates=candidates)
 
 
-__all__ = ["RERANKERS", "dpp", "mmr", "rerank", "top_k", "xquad"]
+__all__ = ["RERANKERS", "calibrated", "dpp", "mmr", "rerank", "top_k", "xquad"]

@@ -56,6 +56,7 @@ class Case:
             n_train_users=self.n_train_users,
             item_embeddings=torch.tensor(self.emb, dtype=torch.float32),
             user_interests=interests,
+            user_history=interests / interests.sum(1, keepdim=True).clamp_min(1.0),
             **kw,
         )
 
