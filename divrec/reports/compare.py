@@ -143,4 +143,4 @@ def print_table(df: pd.DataFrame, title: str, files: list[Path]) -> None:
     console = Console()
     console.print(table)
     for f in files:
-        console.print(f"wrote {f}", markup=False, highlight=False)
+        console.print(f"wrote {f}", markup=False, highlight=False, soft_wrap=True)
