@@ -46,7 +46,7 @@ class BaselineModule(RankingModule):
         train = training_matrix(
             self.baseline, dm.train_users.numpy(), dm.train_items.numpy(), ratings, shape
         )
-        if getattr(self.baseline, "needs_item_vectors", False):  # EASE with a text prior
+        if self.baseline.needs_item_vectors:  # e.g. EASE with a text prior
             if reference is None:
                 raise ConfigError(f"{type(self.baseline).__name__}: needs the item text vectors")
             self.baseline.fit(train, item_vectors=reference)

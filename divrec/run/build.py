@@ -75,7 +75,7 @@ def build_module(cfg: DictConfig, dm: RecDataModule) -> RankingModule:
             evaluation=evaluation,
             rerank_cfg=rerank_cfg,
         )
-        text = getattr(module.baseline, "needs_item_vectors", False)  # EASE's text prior
+        text = module.baseline.needs_item_vectors  # e.g. EASE's text prior
         ref = reference_embeddings(cfg, dm, cache_cfg) if text or _needs_reference(cfg) else None
         module.attach(dm, ref)
         return module
