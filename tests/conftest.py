@@ -34,8 +34,12 @@ TINY_OVERRIDES = [
     "trainer.enable_model_summary=false",
     "model.head_hidden=32",
     "model.id_embeddings=false",  # tests of the text/history towers alone; the hybrid is opt-in
+    "model.user_tower=text",  # the text tower and plain two-tower scoring, not the default
+    "model/cf=two_tower",  # history tower + hybrid CF: tests name what they test
     "model.cache.bf16=false",
 ]
+# The TINY_OVERRIDES keys that only a two-tower model has (left out for model=<baseline>).
+TWO_TOWER_KEYS = ("model.head_hidden", "model.id_embeddings", "model.user_tower", "model/cf")
 
 
 @pytest.fixture(scope="session")
@@ -62,7 +66,7 @@ def compose(tiny_model_dir, shared_cache, tmp_path):
     def _compose(*overrides: str, cache: Path | None = None):
         baseline = any(o.startswith("model=") and o != "model=two_tower" for o in overrides)
         other_source = any(o.startswith("data=") and o != "data=shop_sim" for o in overrides)
-        drop = (("model.head_hidden", "model.id_embeddings") if baseline else ()) + (
+        drop = (TWO_TOWER_KEYS if baseline else ()) + (
             ("data.n_",) if other_source else ()  # shop_sim's size keys
         )
         tiny = [o for o in TINY_OVERRIDES if not (drop and o.startswith(drop))]

@@ -23,7 +23,7 @@ from hydra import initialize_config_dir
 
 from divrec.run.build import build_datamodule, build_module
 from divrec.run.train import train
-from tests.conftest import ROOT, TINY_OVERRIDES
+from tests.conftest import ROOT, TINY_OVERRIDES, TWO_TOWER_KEYS
 
 # TINY_OVERRIDES (shop_sim 300 items / 120 users / 3,000 rows, tiny BERT) trained for 3 full
 # epochs, with the learned ID embeddings of the default hybrid.
@@ -61,8 +61,7 @@ def _run(tmp_path_factory, tiny_model_dir, cache, *overrides: str) -> dict:
     """metrics.json of one tiny run: TINY_OVERRIDES + ``overrides``."""
     out = tmp_path_factory.mktemp("learn")
     baseline = any(o.startswith("model=") for o in overrides)
-    two_tower_only = ("model.head_hidden", "model.id_embeddings")
-    tiny = [o for o in TINY_OVERRIDES if not (baseline and o.startswith(two_tower_only))]
+    tiny = [o for o in TINY_OVERRIDES if not (baseline and o.startswith(TWO_TOWER_KEYS))]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = hydra_compose(
             config_name="train",

@@ -13,7 +13,7 @@ def compose_source(tiny_model_dir, tmp_path):
     ``data=csv`` / ``data=movielens`` can be chosen; runs and caches go under ``tmp_path``."""
     from hydra import compose, initialize_config_dir
 
-    keep = [o for o in TINY_OVERRIDES if not o.startswith(("data.n_", "model."))]
+    keep = [o for o in TINY_OVERRIDES if not o.startswith(("data.n_", "model.", "model/"))]
 
     def _compose(*overrides: str):
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

@@ -53,10 +53,10 @@ def two_runs(tmp_path_factory, tiny_model_dir, shared_cache) -> tuple[Path, Path
     from hydra import compose, initialize_config_dir
 
     from divrec.run.train import train
-    from tests.conftest import ROOT, TINY_OVERRIDES
+    from tests.conftest import ROOT, TINY_OVERRIDES, TWO_TOWER_KEYS
 
     root = tmp_path_factory.mktemp("sig")
-    tiny = [o for o in TINY_OVERRIDES if not o.startswith(("model.head_hidden", "model.id_emb"))]
+    tiny = [o for o in TINY_OVERRIDES if not o.startswith(TWO_TOWER_KEYS)]
     out = []
     for model in ("pop", "ease"):
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
