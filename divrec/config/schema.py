@@ -86,6 +86,12 @@ def _relevance_losses() -> Iterable[str]:
     return RELEVANCE_LOSSES
 
 
+def _negatives() -> Iterable[str]:
+    from divrec.losses.negatives import NEGATIVE_SAMPLERS
+
+    return NEGATIVE_SAMPLERS
+
+
 def _diversity_terms() -> Iterable[str]:
     from divrec.losses import DIVERSITY_TERMS
 
@@ -282,6 +288,13 @@ class LossSchema:
 
     relevance: str = opt("softmax", "relevance loss", choices=_relevance_losses)
     logq: bool = opt(True, "logQ popularity correction of in-batch negatives")
+    negatives: str = opt(
+        "in_batch",
+        "extra sampled negatives: in_batch (none) | uniform | popularity",
+        choices=_negatives,
+    )
+    n_negatives: int = opt(256, "extra negatives per step (shared by all rows)", ge=1)
+    negative_alpha: float = opt(0.75, "popularity negatives: q(i) ~ pop_i^alpha", ge=0)
     diversity_weight: float = opt(0.0, "lambda of the diversity term", ge=0)
     diversity: DiversitySchema = opt(DiversitySchema, "diversity term")
 
