@@ -334,7 +334,7 @@ class EvalSchema:
         ["recall", "ndcg", "mrr", "hit", "precision", "f1", "recall_cold", "ndcg_cold"]
         + ["ild_cat", "ild_emb", "cat_coverage", "item_coverage", "gini", "novelty"]
         + ["alpha_ndcg", "dist_coverage", "miscalibration"]
-        + ["exposure_gini", "ee_d", "ee_r", "ee_l"],
+        + ["exposure_gini", "exposure_coverage", "ee_d", "ee_r", "ee_l"],
         "metric names",
         choices=_metric_names,
     )

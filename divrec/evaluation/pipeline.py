@@ -37,7 +37,7 @@ class Ranker:
     diversity: float = 0.0
     candidates: int | None = 200
     normalize: bool = True
-    temperature: float = 1.0
+    temperature: float = 0.1
     seed: int = 0
     samples: int = 1
     embeddings: Tensor | None = None
@@ -62,7 +62,7 @@ class Ranker:
             diversity=float(cfg.get("diversity", 0.0) or 0.0),
             candidates=cfg.get("candidates", 200),
             normalize=bool(cfg.get("normalize", True)),
-            temperature=check_temperature(cfg.get("temperature", 1.0)),
+            temperature=check_temperature(cfg.get("temperature", 0.1)),
             seed=seed,
             samples=samples,
             **side,
