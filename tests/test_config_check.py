@@ -73,6 +73,12 @@ BAD = [
     (["model.temperature=-1.0"], "model.temperature", "> 0"),
     (["optim.lr=0"], "optim.lr", "> 0"),
     (["rerank=mmr", "rerank.candidates=15"], "rerank.candidates", "max(eval.ks)=20"),
+    (["rerank=plackett_luce", "rerank.temperature=0"], "rerank.temperature", "> 0"),
+    (["rerank=plackett_luce", "rerank.samples=0"], "rerank.samples", ">= 1"),
+    (["loss.negatives=hard"], "loss.negatives", "choose from"),
+    (["loss.n_negatives=0"], "loss.n_negatives", ">= 1"),
+    (["loss.negative_alpha=-1"], "loss.negative_alpha", ">= 0"),
+    (["eval.ee_patience=1.0"], "eval.ee_patience", "< 1"),
     # unknown names
     (["model.encoder.finetune=ful"], "model.encoder.finetune", "did you mean 'full'"),
     (["model.encoder.pooling=max"], "model.encoder.pooling", "choose from"),

@@ -86,6 +86,12 @@ def _relevance_losses() -> Iterable[str]:
     return RELEVANCE_LOSSES
 
 
+def _negatives() -> Iterable[str]:
+    from divrec.losses.negatives import NEGATIVE_SAMPLERS
+
+    return NEGATIVE_SAMPLERS
+
+
 def _diversity_terms() -> Iterable[str]:
     from divrec.losses import DIVERSITY_TERMS
 
@@ -282,6 +288,13 @@ class LossSchema:
 
     relevance: str = opt("softmax", "relevance loss", choices=_relevance_losses)
     logq: bool = opt(True, "logQ popularity correction of in-batch negatives")
+    negatives: str = opt(
+        "in_batch",
+        "extra sampled negatives: in_batch (none) | uniform | popularity",
+        choices=_negatives,
+    )
+    n_negatives: int = opt(256, "extra negatives per step (shared by all rows)", ge=1)
+    negative_alpha: float = opt(0.75, "popularity negatives: q(i) ~ pop_i^alpha", ge=0)
     diversity_weight: float = opt(0.0, "lambda of the diversity term", ge=0)
     diversity: DiversitySchema = opt(DiversitySchema, "diversity term")
 
@@ -294,6 +307,9 @@ class RerankSchema:
     diversity: float = opt(0.3, "trade-off: 0 = relevance order (DPP: a = (1-d)/(2d))", ge=0, le=1)
     candidates: int | None = opt(200, "re-rank each user's top-M (null: all)", ge=1)
     normalize: bool = opt(True, "min-max each user's top-M scores to [0, 1] before re-ranking")
+    temperature: float = opt(0.1, "plackett_luce: softmax temperature T of exp(score / T)", gt=0)
+    seed: int = opt(0, "plackett_luce: noise seed (${seed})")
+    samples: int = opt(10, "plackett_luce: lists per user for the exposure metrics", ge=1)
 
 
 @dataclass
@@ -317,10 +333,12 @@ class EvalSchema:
     metrics: list[str] = opt(
         ["recall", "ndcg", "mrr", "hit", "precision", "f1", "recall_cold", "ndcg_cold"]
         + ["ild_cat", "ild_emb", "cat_coverage", "item_coverage", "gini", "novelty"]
-        + ["alpha_ndcg", "dist_coverage", "miscalibration"],
+        + ["alpha_ndcg", "dist_coverage", "miscalibration"]
+        + ["exposure_gini", "exposure_coverage", "ee_d", "ee_r", "ee_l"],
         "metric names",
         choices=_metric_names,
     )
+    ee_patience: float = opt(0.5, "RBP patience gamma of the expected-exposure metrics", gt=0, lt=1)
     diversity_space: str = opt(
         "reference",
         "item space of ild_emb (reference = what MMR/DPP optimise)",

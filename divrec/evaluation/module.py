@@ -15,6 +15,10 @@ them (only possible when repeat purchases are kept).
 Re-rankers use one fixed, model-independent item space: the frozen pretrained encoder's item
 vectors (``reference_embeddings``), so every model is measured on one scale; ``ild_emb`` uses
 ``eval.diversity_space`` (that space by default, or one no re-ranker optimises).
+
+A stochastic re-ranker (``rerank=plackett_luce``) serves, saves and scores the accuracy and
+list metrics on draw 0 of each user; the expected-exposure metrics
+(:mod:`divrec.metrics.exposure`) average over its ``rerank.samples`` draws (1 list otherwise).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ class RankingModule(pl.LightningModule):
         self.save_topk = int(evaluation.get("save_topk", 100))
         self.mask_seen = bool(evaluation.get("mask_seen", True))
         self.diversity_space = str(evaluation.get("diversity_space", "reference"))
+        self.ee_patience = float(evaluation.get("ee_patience", 0.5))
         self.rerank_cfg = dict(rerank_cfg or {"name": "none"})
         self.ranker = Ranker.from_config(self.rerank_cfg)  # side tensors set in attach_eval
         self.recommendations: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
@@ -111,6 +116,7 @@ class RankingModule(pl.LightningModule):
                 cat.category_matrix, dm.history.indptr, dm.history.indices
             ),
             item_embeddings=space if "ild_emb" in self.metric_names else None,
+            ee_patience=self.ee_patience,
         )
         self.val_metrics = RankingEvaluator(**kw, prefix="val")
         self.test_metrics = RankingEvaluator(**kw, prefix="test")
@@ -163,10 +169,18 @@ class RankingModule(pl.LightningModule):
             with cpu_threads(scores.device):
                 try:
                     masked = seen if self.mask_seen else None
-                    top = self.ranker.rank(scores, masked, k, self.user_categories[users])
+                    cats = self.user_categories[users]
+                    top = self.ranker.rank(scores, masked, k, cats, users)
+                    draws = None  # a stochastic ranker's further lists for the exposure metrics
+                    if self.ranker.draws > 1 and metrics.ee is not None:
+                        more = [
+                            self.ranker.rank(scores, masked, self.ks[-1], cats, users, sample=s)
+                            for s in range(1, self.ranker.draws)
+                        ]
+                        draws = torch.stack([top[:, : self.ks[-1]], *more])
                 except DataError as e:  # "user row 3" means nothing to a user: name the user
                     raise DataError(_name_users(str(e), users, self.user_ids)) from None
-                metrics.update(top[:, : self.ks[-1]], batch["truth"], users, seen)
+                metrics.update(top[:, : self.ks[-1]], batch["truth"], users, seen, draws)
             if keep:
                 self.recommendations.append((users.cpu(), top.cpu(), scores.gather(1, top).cpu()))
                 because = self.explain(batch, top)

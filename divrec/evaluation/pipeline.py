@@ -5,6 +5,9 @@ Validation, test, every ``rerank_sweep`` point and :func:`divrec.serve.recommend
 call :meth:`Ranker.rank` the same way, so the list a user is served is the list that was
 evaluated. A :class:`Ranker` holds the ``rerank`` config group and the catalogue's side
 information (item embeddings for MMR/DPP, categories for xQuAD); it has no other state.
+A stochastic re-ranker (``plackett_luce``) draws list ``sample`` of user ``users[b]`` from a
+hash of ``(rerank.seed, user, sample)``: the same request always gets the same list, and
+:attr:`Ranker.samples` draws per user feed the expected-exposure metrics.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from torch import Tensor
 
 from divrec.errors import ConfigError, DataError
 from divrec.metrics.evaluator import has_categories
-from divrec.rerank import rerank, top_k
+from divrec.rerank import STOCHASTIC_RERANKERS, rerank, top_k
 from divrec.rerank.candidates import minmax_over_candidates
+from divrec.rerank.plackett_luce import check_temperature
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,9 @@ class Ranker:
     diversity: float = 0.0
     candidates: int | None = 200
     normalize: bool = True
+    temperature: float = 0.1
+    seed: int = 0
+    samples: int = 1
     embeddings: Tensor | None = None
     categories: Tensor | None = None
 
@@ -44,13 +51,27 @@ class Ranker:
         name = cfg.get("name")
         if name in ("xquad", "calibrated") and cats is not None and not has_categories(cats):
             raise ConfigError(f"rerank: {name} needs item categories and this catalogue has none")
+        samples = cfg.get("samples", 1)
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+            raise ConfigError(f"rerank.samples must be an int >= 1, got {samples!r}")
+        seed = cfg.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ConfigError(f"rerank.seed must be an int, got {seed!r}")
         return cls(
             name=str(cfg.get("name", "none")),
             diversity=float(cfg.get("diversity", 0.0) or 0.0),
             candidates=cfg.get("candidates", 200),
             normalize=bool(cfg.get("normalize", True)),
+            temperature=check_temperature(cfg.get("temperature", 0.1)),
+            seed=seed,
+            samples=samples,
             **side,
         )
+
+    @property
+    def draws(self) -> int:
+        """Lists per user the exposure metrics average over: ``samples`` if stochastic, else 1."""
+        return self.samples if self.name in STOCHASTIC_RERANKERS else 1
 
     def with_config(self, rerank_cfg: dict[str, Any]) -> Ranker:
         """The same catalogue, another ``rerank`` config (a sweep point, a request's knobs)."""
@@ -73,11 +94,15 @@ class Ranker:
         seen: Tensor | None,
         k: int,
         user_categories: Tensor | None = None,
+        users: Tensor | None = None,
+        sample: int = 0,
     ) -> Tensor:
         """Top-``k`` item indices ``[B, k]``, best first.
 
         ``scores: [B, N]`` float; ``seen: [B, N]`` bool (True: never recommended) or None;
-        ``user_categories: [B, C]`` (each user's category distribution, xQuAD only). A user
+        ``user_categories: [B, C]`` (each user's category distribution, xQuAD only);
+        ``users: [B]`` user ids and ``sample`` the draw index (stochastic re-rankers only;
+        None: ``0..B-1``). A user
         with fewer than ``k`` unseen items (a small catalogue) gets all of them, re-ranked,
         then seen items at the tail, lowest index first; metrics count those only when they
         are truth items, which needs repeat purchases kept in the held-out data.
@@ -91,17 +116,31 @@ class Ranker:
         if self.normalize:
             masked = minmax_over_candidates(masked, m)
         n_valid = (masked > float("-inf")).sum(dim=1).clamp(max=k)  # [B]
+        if users is None:
+            users = torch.arange(masked.shape[0], device=masked.device)
         if bool((n_valid == k).all()):
-            return self._rerank(masked, k, user_categories)
+            return self._rerank(masked, k, user_categories, users, sample)
         out = top_k(masked, k, strict=False)  # valid items first, then the seen tail
         for kk in n_valid.unique().tolist():
             rows = (n_valid == kk).nonzero()[:, 0]
             if kk > 0:
                 cats = None if user_categories is None else user_categories[rows]
-                out[rows, :kk] = self._rerank(masked[rows], kk, cats)
+                out[rows, :kk] = self._rerank(masked[rows], kk, cats, users[rows], sample)
         return out
 
-    def _rerank(self, masked: Tensor, k: int, user_categories: Tensor | None) -> Tensor:
+    def _rerank(
+        self,
+        masked: Tensor,
+        k: int,
+        user_categories: Tensor | None,
+        users: Tensor,
+        sample: int,
+    ) -> Tensor:
+        sampling = None
+        if self.name in STOCHASTIC_RERANKERS:
+            sampling = dict(
+                temperature=self.temperature, seed=self.seed, sample=sample, users=users
+            )
         return rerank(
             self.name,
             masked,
@@ -111,4 +150,5 @@ class Ranker:
             categories=self.categories,
             user_categories=user_categories,
             candidates=self.candidates,
+            sampling=sampling,
         )

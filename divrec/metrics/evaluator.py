@@ -31,6 +31,7 @@ from divrec.errors import ConfigError, DataError
 from divrec.metrics import beyond, calibration, cold, diversity, repeat
 from divrec.metrics.accuracy import ACCURACY_METRICS, accuracy
 from divrec.metrics.cold import COLD_METRICS
+from divrec.metrics.exposure import EXPOSURE_METRICS, ExpectedExposureMetric
 from divrec.metrics.repeat import REPEAT_METRICS
 from divrec.metrics.states import ExposureMetric, UserCountMetric, UserMeanMetric
 
@@ -69,6 +70,7 @@ def metric_names() -> list[str]:
         *COLD_METRICS,
         *USER_BEYOND_METRICS,
         *GLOBAL_METRICS,
+        *EXPOSURE_METRICS,
     ]
 
 
@@ -176,6 +178,7 @@ class RankingEvaluator(nn.Module):
         user_history: Tensor | None = None,
         prefix: str = "test",
         alpha: float = 0.5,
+        ee_patience: float = 0.5,
     ) -> None:
         super().__init__()
         names = list(dict.fromkeys(metrics))
@@ -250,9 +253,12 @@ class RankingEvaluator(nn.Module):
                 )
             self.user_interests = user_interests.float()
 
+        pooled = (*GLOBAL_METRICS, *EXPOSURE_METRICS)  # not per-user UserMeanMetric states
         self.user_metrics = nn.ModuleDict(
-            {m: UserMeanMetric(len(self.ks)) for m in names if m not in GLOBAL_METRICS}
+            {m: UserMeanMetric(len(self.ks)) for m in names if m not in pooled}
         )
+        wants_ee = any(m in EXPOSURE_METRICS for m in names)
+        self.ee = ExpectedExposureMetric(self.ks, n_items, ee_patience) if wants_ee else None
         wants_exposure = any(m in GLOBAL_METRICS for m in names)
         self.exposure = ExposureMetric(self.ks, n_items) if wants_exposure else None
         self.users = UserCountMetric()
@@ -315,24 +321,36 @@ class RankingEvaluator(nn.Module):
 
     @torch.no_grad()
     def update(
-        self, topk: Tensor, truth: Tensor, user_idx: Tensor, seen: Tensor | None = None
+        self,
+        topk: Tensor,
+        truth: Tensor,
+        user_idx: Tensor,
+        seen: Tensor | None = None,
+        draws: Tensor | None = None,
     ) -> None:
         """Add a batch: ``topk: [B, K>=max(ks)]`` item ids, ``truth: [B, N]`` bool, ``user_idx: [B]``,
-        ``seen: [B, N]`` bool (the users' earlier items; required by the repeat metrics).
+        ``seen: [B, N]`` bool (the users' earlier items; required by the repeat metrics),
+        ``draws: [S, B, K>=max(ks)]``: S lists per user for the exposure metrics
+        (:mod:`divrec.metrics.exposure`; None: ``topk`` alone, S = 1).
 
         Users with no truth item are skipped (counted in ``n_skipped_users``).
         """
         self._check(topk, truth, user_idx, seen)
+        if draws is not None and (draws.dim() != 3 or draws.shape[1:2] != topk.shape[:1]):
+            raise ValueError(f"evaluator.update: draws {tuple(draws.shape)} must be [S, B, K]")
+        draws = topk[None] if draws is None else draws
         topk = topk[:, : self.k_max].long()
         truth = truth.bool()
         seen = None if seen is None else seen.bool()
         keep = truth.any(1)
         self.users.update(keep.sum(), (~keep).sum())
         if not bool(keep.all()):
-            topk, truth, user_idx = topk[keep], truth[keep], user_idx[keep]
+            topk, truth, user_idx, draws = topk[keep], truth[keep], user_idx[keep], draws[:, keep]
             seen = None if seen is None else seen[keep]
         if self.exposure is not None:
             self.exposure.update(topk)
+        if self.ee is not None:
+            self.ee.update(draws[:, :, : self.k_max].long(), truth, seen)
         if len(self.user_metrics) == 0:
             return
         width = self.k_max * max(self.k_max, self.n_cats, self.emb_dim)
@@ -387,8 +405,11 @@ class RankingEvaluator(nn.Module):
             counts = (
                 None if self.exposure is None else self.exposure.compute().reshape(len(self.ks), -1)
             )
+            exposure = None if self.ee is None else self.ee.compute()
             for name in self.metrics:
-                if name in GLOBAL_METRICS:
+                if name in EXPOSURE_METRICS:
+                    vals = exposure[name].reshape(-1).tolist()
+                elif name in GLOBAL_METRICS:
                     vals = [float(_GLOBAL_FNS[name](counts[j])) for j in range(len(self.ks))]
                 else:
                     vals = self.user_metrics[name].compute().reshape(-1).tolist()

@@ -29,6 +29,12 @@ from divrec.losses import (
     build_diversity_term,
     in_batch_logits,
 )
+from divrec.losses.negatives import (
+    check_negatives,
+    mixed_softmax_loss,
+    mixture_log_count,
+    negative_distribution,
+)
 from divrec.models.cf import CFContext, CFScorer, Query
 from divrec.models.explain import explain
 from divrec.models.towers import TwoTower
@@ -66,6 +72,16 @@ class RecModule(RankingModule):
             )
         self.relevance = RELEVANCE_LOSSES[name]
         self.use_logq = bool(loss.get("logq", True))
+        # Extra sampled negatives (divrec.losses.negatives); in_batch = none, as before.
+        self.negatives = str(loss.get("negatives", "in_batch"))
+        self.n_negatives = loss.get("n_negatives", 256)
+        self.negative_alpha = float(loss.get("negative_alpha", 0.75))
+        check_negatives(self.negatives, self.n_negatives, self.negative_alpha, name)
+        if self.negatives != "in_batch" and self.net.user_tower == "history":
+            if self.net.pool.target_aware:
+                raise ConfigError(
+                    f"loss.negatives={self.negatives}: not with a target-aware pooling"
+                )
         div = dict(loss.get("diversity") or {"name": "none"})
         self.diversity_scope = str(div.pop("scope", "batch"))
         self.diversity_top_c = int(div.pop("top_c", 50))
@@ -102,6 +118,10 @@ class RecModule(RankingModule):
         pop = dm.catalogue.popularity
         log_q = torch.log(pop.clamp_min(1.0) / pop.sum().clamp_min(1.0))
         self.register_buffer("log_q", log_q, persistent=False)
+        neg_q = None
+        if self.negatives != "in_batch":
+            neg_q = negative_distribution(pop, self.negatives, self.negative_alpha).float()
+        self.register_buffer("neg_q", neg_q, persistent=False)  # [N] q_n of the extra negatives
         self.register_buffer("recent", dm.history.recent, persistent=False)  # [U, H]
         self.register_buffer("recent_mask", dm.history.recent_mask, persistent=False)
         # Training pairs [nnz] stay on the CPU; user_based moves them when it needs them.
@@ -119,7 +139,8 @@ class RecModule(RankingModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         log_q = self.log_q if self.use_logq else None
         idx, temp = batch["item_idx"], self.net.temperature
-        if self.net.user_tower == "history" and self.net.pool.target_aware:
+        target_aware = self.net.user_tower == "history" and self.net.pool.target_aware
+        if target_aware:
             v = self.net.item_vectors(idx)
             scores = self.net.target_scores(batch, v)  # [B, B] cosines, one user vector per item
             user, item = scores, torch.eye(len(scores), device=scores.device, dtype=scores.dtype)
@@ -127,7 +148,10 @@ class RecModule(RankingModule):
             user = self.net.user_vectors(batch)
             item = v = self.net.item_vectors(idx)
             scores = user @ v.T
-        rel, logits = self.relevance(user, item, idx, temp, log_q)
+        if self.neg_q is not None and not target_aware:  # (target-aware: refused in __init__)
+            rel, logits = self._with_sampled_negatives(user, item, idx, temp)
+        else:
+            rel, logits = self.relevance(user, item, idx, temp, log_q)
         # The diversity term acts on the scores the model serves: no logQ tilt toward rare items.
         if self.diversity_scope == "topk" and not isinstance(self.diversity, NoDiversity):
             div = self._topk_diversity(user, temp)
@@ -152,6 +176,17 @@ class RecModule(RankingModule):
             self.log("train/diversity", div, batch_size=bs)
             self.log("train/temperature", self.net.temperature, batch_size=bs)
         return loss
+
+    def _with_sampled_negatives(self, user, item, idx, temp) -> tuple[torch.Tensor, torch.Tensor]:
+        """Softmax over the batch plus ``n_negatives`` items drawn from ``neg_q`` (shared by
+        all rows; the step's seeded RNG); logits returned: the in-batch part ``[B, B]``."""
+        neg_idx = torch.multinomial(self.neg_q, self.n_negatives, replacement=True)
+        neg = self.net.item_vectors(neg_idx)
+        log_count = None
+        if self.use_logq:
+            log_count = mixture_log_count(self.log_q, self.neg_q, len(idx), self.n_negatives)
+        rel, logits = mixed_softmax_loss(user, item, idx, neg, neg_idx, temp, log_count)
+        return rel, logits[:, : len(idx)]
 
     def _topk_diversity(self, u: torch.Tensor, temp: torch.Tensor) -> torch.Tensor:
         """The diversity term over each user's top-C catalogue items (``scope: topk``).

@@ -133,6 +133,8 @@ def recommend(
     exclude_seen: bool | None = None,
     catalogue: pd.DataFrame | None = None,
     user: str | None = None,
+    temperature: float | None = None,
+    request: int = 0,
 ) -> pd.DataFrame:
     """Top-``k`` items for ``history`` (original item ids, oldest first) or for ``user``.
 
@@ -142,6 +144,12 @@ def recommend(
     did (the same user input, seen = training + validation items), so with the run's re-ranker
     knobs the list is that user's rows of ``recommendations.parquet``. Both paths end in the
     evaluated :class:`~divrec.evaluation.pipeline.Ranker`.
+
+    ``rerank="plackett_luce"`` samples the list (``temperature``; None: the run's
+    ``rerank.temperature``, else 0.1): ``request`` r of the same user with the run's
+    ``rerank.seed`` always gets the same list, another r another one; a run's user at request
+    r gets its r-th evaluated draw (r = 0: its rows of ``recommendations.parquet``). A fresh
+    history is keyed as user 0.
 
     Returns a frame with ``rank`` (from 1), ``item_id``, ``title``, ``score`` (the model's
     score, before any re-ranking) and ``because``. Pass a :class:`LoadedModel` from
@@ -154,6 +162,8 @@ def recommend(
     )
     if int(k) < 1:
         raise ConfigError(f"k: expected a positive int, got {k!r}")
+    if isinstance(request, bool) or not isinstance(request, int) or request < 0:
+        raise ConfigError(f"request: expected an int >= 0, got {request!r}")
     if (history is None) == (user is None):
         raise ConfigError(
             "recommend: give either history (item ids) or user (a user id of the run)"
@@ -175,12 +185,16 @@ def recommend(
         if k <= 0:
             return pd.DataFrame(columns=["rank", "item_id", "title", "score", "because"])
         cfg = {**m.module.rerank_cfg, "name": rerank, "diversity": float(diversity)}
+        if temperature is not None:
+            cfg["temperature"] = temperature
         if cfg.get("candidates") is not None:
             cfg["candidates"] = max(k, int(cfg["candidates"]))
         ranker = Ranker.from_config(
             cfg, embeddings=F.normalize(view.embeddings.float(), dim=-1), categories=view.categories
         )
-        top = ranker.rank(scores, seen, k, user_cats)
+        uid = m.dm.user_index[str(user)] if user is not None else 0
+        users = torch.tensor([uid], device=scores.device)
+        top = ranker.rank(scores, seen, k, user_cats, users=users, sample=request)
         n_explain = m.module.cf.explain if m.module.cf.explain > 0 else 3
         because = explain(m.module.net, q, view.ctx, top, view.titles, n_explain)[0]
         chosen = top[0].tolist()
@@ -228,8 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     who.add_argument("--history", help="comma-separated item ids, oldest first")
     who.add_argument("--user", help="a user id of the run (scored as its test pass did)")
     ap.add_argument("--k", type=int, default=10, help="number of recommendations")
-    ap.add_argument("--rerank", default="none", help="none | mmr | dpp | xquad")
+    ap.add_argument(
+        "--rerank", default="none", help="none | mmr | dpp | xquad | calibrated | plackett_luce"
+    )
     ap.add_argument("--diversity", type=float, default=0.0, help="re-ranker diversity in [0, 1]")
+    ap.add_argument("--temperature", type=float, default=None, help="plackett_luce temperature")
+    ap.add_argument("--request", type=int, default=0, help="plackett_luce: request index (draw)")
     seen_arg = ap.add_mutually_exclusive_group()
     seen_arg.add_argument(
         "--include-seen",
@@ -264,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
             args.exclude_seen,
             extra,
             user=args.user,
+            temperature=args.temperature,
+            request=args.request,
         )
         t2 = time.perf_counter()
     except DivrecError as e:

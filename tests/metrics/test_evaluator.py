@@ -96,7 +96,12 @@ def test_states_are_submodules_and_not_checkpointed() -> None:
     case = random_case(2)
     ev = case.evaluator(ALL)
     kinds = {type(m).__name__ for m in ev.modules() if isinstance(m, Metric)}
-    assert kinds == {"UserMeanMetric", "ExposureMetric", "UserCountMetric"}
+    assert kinds == {
+        "UserMeanMetric",
+        "ExposureMetric",
+        "ExpectedExposureMetric",
+        "UserCountMetric",
+    }
     assert ev.state_dict() == {}  # buffers and states are non-persistent
     ref = case.evaluator(ALL)
     ref.update(*case.tensors(), case.seen_tensor())

@@ -133,7 +133,7 @@ def test_bad_inputs_raise_clear_errors():
         rerank("nope", scores, 5, 0.5)
     with pytest.raises(DataError, match="embeddings"):
         rerank("mmr", scores, 5, 0.5)
-    assert set(RERANKERS) == {"none", "mmr", "dpp", "xquad", "calibrated"}
+    assert set(RERANKERS) == {"none", "mmr", "dpp", "xquad", "calibrated", "plackett_luce"}
 
 
 @pytest.mark.parametrize("torch_topk", [False, True])
