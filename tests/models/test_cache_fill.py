@@ -166,8 +166,11 @@ from divrec.models.encoder import TextEncoder
 d = torch.load(sys.argv[1])
 enc = TextEncoder(sys.argv[2], pooling="mean", finetune="frozen")
 plan = FillPlan(devices=2, strategy="ddp", accelerator="cpu")
-out, hit = fill_pooled(EmbeddingCache(sys.argv[3]), "items-t", enc, d["ids"], d["mask"], plan, 2)
-torch.save({"out": out, "hit": hit}, sys.argv[3] + f"/out{torch.distributed.get_rank()}.pt")
+cache, rank = EmbeddingCache(sys.argv[3]), None
+out, hit = fill_pooled(cache, "items-t", enc, d["ids"], d["mask"], plan, 2)
+one, hit1 = fill_pooled(cache, "items-1", enc, d["ids"][:1], d["mask"][:1], plan, 2)
+rank = torch.distributed.get_rank()
+torch.save({"out": out, "hit": hit, "one": one, "hit1": hit1}, sys.argv[3] + f"/out{rank}.pt")
 torch.distributed.barrier()
 torch.distributed.destroy_process_group()
 """
@@ -176,7 +179,8 @@ torch.distributed.destroy_process_group()
 @pytest.mark.slow
 def test_torchrun_processes_fill_the_same_vectors_as_one(tiny_model_dir, tok, tmp_path):
     """``strategy=ddp`` in processes started by torchrun (as srun starts them): every rank
-    gets the one merged file; 3 texts over 2 ranks; a second launch is a hit on all ranks."""
+    gets the one merged file; 3 texts over 2 ranks, and 1 (rank 1 encodes nothing); a second
+    launch is a hit on all ranks."""
     enc, ids, mask, ref = _reference(tiny_model_dir, tok)
     ids, mask, ref = ids[:3], mask[:3], ref[:3]
     torch.save({"ids": ids, "mask": mask}, tmp_path / "tokens.pt")
@@ -195,5 +199,6 @@ def test_torchrun_processes_fill_the_same_vectors_as_one(tiny_model_dir, tok, tm
         for rank in range(2):
             got = torch.load(cache_dir / f"out{rank}.pt")
             torch.testing.assert_close(got["out"], ref, atol=1e-6, rtol=0)
-            assert got["hit"] is (launch == 1)
+            torch.testing.assert_close(got["one"], ref[:1], atol=1e-6, rtol=0)  # rank 1: empty
+            assert got["hit"] is got["hit1"] is (launch == 1)
     assert not list(cache_dir.glob("*.shards-*"))
