@@ -197,7 +197,9 @@ class CacheSchema:
     )
     devices: int = opt(1, "processes filling a cache miss (1: this one; N: sharded predict)", ge=1)
     num_nodes: int = opt(1, "machines of a sharded fill (strategy=ddp under srun)", ge=1)
-    strategy: str = opt("ddp_spawn", "sharded fill: own processes or srun tasks", choices=_fill_strategies)
+    strategy: str = opt(
+        "ddp_spawn", "sharded fill: own processes or srun tasks", choices=_fill_strategies
+    )
     accelerator: str = opt("auto", "devices of a sharded fill", choices=_fill_accelerators)
 
 
