@@ -44,6 +44,18 @@ def _bf16_modes() -> Iterable[Any]:
     return ("auto", True, False)  # divrec.models.embed_cache.resolve_bf16
 
 
+def _fill_strategies() -> Iterable[str]:
+    from divrec.models.cache_fill import FILL_STRATEGIES
+
+    return FILL_STRATEGIES
+
+
+def _fill_accelerators() -> Iterable[str]:
+    from divrec.models.cache_fill import FILL_ACCELERATORS
+
+    return FILL_ACCELERATORS
+
+
 def _cat_sources() -> Iterable[str]:
     from divrec.data.clusters import CATEGORY_SOURCES
 
@@ -189,6 +201,12 @@ class CacheSchema:
     bf16: bool | str = opt(
         "auto", "bf16 autocast while encoding (auto: GPU or native-bf16 CPU)", choices=_bf16_modes
     )
+    devices: int = opt(1, "processes filling a cache miss (1: this one; N: sharded predict)", ge=1)
+    num_nodes: int = opt(1, "machines of a sharded fill (strategy=ddp under srun)", ge=1)
+    strategy: str = opt(
+        "ddp_spawn", "sharded fill: own processes or srun tasks", choices=_fill_strategies
+    )
+    accelerator: str = opt("auto", "devices of a sharded fill", choices=_fill_accelerators)
 
 
 @dataclass

@@ -18,6 +18,7 @@ import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError
@@ -27,6 +28,9 @@ from divrec.errors import ConfigError, DataError
 from divrec.models.encoder import TextEncoder
 from divrec.models.pretrained import weights_fingerprint
 from divrec.utils.io import atomic_path, fingerprint
+
+if TYPE_CHECKING:
+    from divrec.models.cache_fill import FillPlan
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +71,31 @@ class EmbeddingCache:
             raise ConfigError(f"embedding cache key {key!r}: use letters, digits, '_', '-', '.'")
         return self.cache_dir / f"{key}.safetensors"
 
+    def load(self, key: str) -> torch.Tensor | None:
+        """The tensor stored under ``key``, or None when absent or unreadable (then logged)."""
+        path = self.path(key)
+        if not path.exists():
+            return None
+        try:
+            tensor = load_file(str(path))[_TENSOR_NAME]
+        except (SafetensorError, OSError, KeyError) as e:
+            log.warning("embedding cache file %s unreadable (%s); recomputing", path, e)
+            return None
+        log.info("embedding cache hit: %s", path)
+        return tensor
+
+    def save(self, key: str, tensor: torch.Tensor) -> torch.Tensor:
+        """Store ``tensor`` under ``key`` atomically (temporary name, then rename); returns it
+        detached, contiguous, on the CPU."""
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"tensor for {key!r} is a {type(tensor).__name__}, not a Tensor")
+        path = self.path(key)
+        tensor = tensor.detach().cpu().contiguous()
+        with atomic_path(path) as tmp:
+            save_file({_TENSOR_NAME: tensor}, str(tmp), metadata={"key": key})
+        log.info("embedding cache wrote %s %s", path, tuple(tensor.shape))
+        return tensor
+
     def get_or_compute(
         self, key: str, compute: Callable[[], torch.Tensor]
     ) -> tuple[torch.Tensor, bool]:
@@ -74,22 +103,31 @@ class EmbeddingCache:
 
         Returns ``(tensor, hit)``. An unreadable file under the final name is recomputed.
         """
-        path = self.path(key)
-        if path.exists():
-            try:
-                tensor = load_file(str(path))[_TENSOR_NAME]
-                log.info("embedding cache hit: %s", path)
-                return tensor, True
-            except (SafetensorError, OSError, KeyError) as e:
-                log.warning("embedding cache file %s unreadable (%s); recomputing", path, e)
-        tensor = compute()
-        if not isinstance(tensor, torch.Tensor):
-            raise TypeError(f"compute() for {key!r} returned {type(tensor).__name__}, not a Tensor")
-        tensor = tensor.detach().cpu().contiguous()
-        with atomic_path(path) as tmp:
-            save_file({_TENSOR_NAME: tensor}, str(tmp), metadata={"key": key})
-        log.info("embedding cache wrote %s %s", path, tuple(tensor.shape))
-        return tensor, False
+        tensor = self.load(key)
+        if tensor is not None:
+            return tensor, True
+        return self.save(key, compute()), False
+
+
+def length_batches(attention_mask: torch.Tensor, batch_size: int) -> list[tuple[torch.Tensor, int]]:
+    """Batches of row ids, longest texts first, each with the width it needs: ``[(rows, cut)]``.
+
+    ``attention_mask [N, L]``. Rows are sorted by true length (stable) so each batch is cut to
+    its own longest row (dynamic padding) when every row is right-padded; otherwise ``cut = L``.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch_size: expected a positive int, got {batch_size!r}")
+    n, width = attention_mask.shape
+    lengths = attention_mask.sum(1)
+    right_padded = bool(
+        (attention_mask.bool() == (torch.arange(width) < lengths.unsqueeze(1))).all()
+    )
+    order = torch.argsort(lengths, descending=True, stable=True)
+    plan = []
+    for start in range(0, n, batch_size):
+        idx = order[start : start + batch_size]
+        plan.append((idx, max(1, int(lengths[idx].max())) if right_padded else width))
+    return plan
 
 
 def encode_in_batches(
@@ -116,15 +154,11 @@ def encode_in_batches(
     if batch_size < 1:
         raise ConfigError(f"batch_size: expected a positive int, got {batch_size!r}")
     device = torch.device(device) if device is not None else next(encoder.parameters()).device
-    n, width = input_ids.shape
+    n = input_ids.shape[0]
     dim = encoder.hidden_size if pooled_only else encoder.output_dim
     if n == 0:
         return torch.empty(0, dim)
-    lengths = attention_mask.sum(1)
-    right_padded = bool(
-        (attention_mask.bool() == (torch.arange(width) < lengths.unsqueeze(1))).all()
-    )
-    order = torch.argsort(lengths, descending=True, stable=True)
+    plan = length_batches(attention_mask, batch_size)
     fn = encoder.pool_backbone if pooled_only else encoder
     log.info("computing embeddings for %d texts", n)
     was_training = encoder.training
@@ -135,9 +169,7 @@ def encode_in_batches(
             torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16),
         ):
             out = torch.empty(n, dim)
-            for start in range(0, n, batch_size):
-                idx = order[start : start + batch_size]
-                cut = max(1, int(lengths[idx].max())) if right_padded else width
+            for idx, cut in plan:
                 ids = input_ids[idx, :cut].to(device)
                 mask = attention_mask[idx, :cut].to(device)
                 out[idx] = fn(ids, mask).float().cpu()
@@ -198,6 +230,37 @@ def pooled_key(
     return f"{name}-{key}"
 
 
+def _fill(
+    cache: EmbeddingCache,
+    key: str,
+    make_encoder: Callable[[], TextEncoder],
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    batch_size: int,
+    device: str | torch.device | None,
+    bf16: bool,
+    plan: FillPlan | None,
+) -> tuple[torch.Tensor, bool]:
+    """The entry ``key`` from the cache, else computed by one process (``plan`` None or one
+    device) or by a sharded Lightning predict (:mod:`divrec.models.cache_fill`)."""
+    if plan is not None and plan.sharded:
+        from divrec.models.cache_fill import fill_pooled
+
+        if plan.strategy != "ddp":  # one process decides here; under srun every rank fills
+            tensor = cache.load(key)
+            if tensor is not None:
+                return tensor, True
+        return fill_pooled(
+            cache, key, make_encoder(), input_ids, attention_mask, plan, batch_size, bf16
+        )
+    return cache.get_or_compute(
+        key,
+        lambda: encode_in_batches(
+            make_encoder(), input_ids, attention_mask, batch_size, device, bf16, pooled_only=True
+        ),
+    )
+
+
 def cached_pooled_embeddings(
     cache: EmbeddingCache,
     encoder: TextEncoder,
@@ -207,20 +270,19 @@ def cached_pooled_embeddings(
     batch_size: int = 256,
     device: str | torch.device | None = None,
     bf16: bool = False,
+    plan: FillPlan | None = None,
 ) -> tuple[torch.Tensor, bool]:
     """Pooled backbone vectors ``[N, H]`` for a frozen encoder, from the cache when present.
 
-    Returns ``(pooled, hit)``; apply ``encoder.head(pooled)`` for the final embeddings.
+    Returns ``(pooled, hit)``; apply ``encoder.head(pooled)`` for the final embeddings. A miss
+    is filled as ``plan`` says (None: this process, on ``device``).
     """
     check_cacheable(encoder)
     key = pooled_key(
         name, encoder.weights_fingerprint(), encoder.pooling, input_ids, attention_mask, bf16
     )
-    return cache.get_or_compute(
-        key,
-        lambda: encode_in_batches(
-            encoder, input_ids, attention_mask, batch_size, device, bf16, pooled_only=True
-        ),
+    return _fill(
+        cache, key, lambda: encoder, input_ids, attention_mask, batch_size, device, bf16, plan
     )
 
 
@@ -234,17 +296,16 @@ def cached_frozen_mean_embeddings(
     device: str | torch.device = "cpu",
     bf16: bool = False,
     trust_remote_code: bool = False,
+    plan: FillPlan | None = None,
 ) -> tuple[torch.Tensor, bool]:
     """:func:`cached_pooled_embeddings` of a frozen, mean-pooled ``TextEncoder(pretrained)``
     (same key, same file), loading the backbone only on a miss: ``[N, H]``, hit."""
     key = pooled_key(name, weights_fingerprint(pretrained), "mean", input_ids, attention_mask, bf16)
 
-    def compute() -> torch.Tensor:
-        encoder = TextEncoder(
+    def encoder() -> TextEncoder:
+        enc = TextEncoder(
             pretrained, pooling="mean", finetune="frozen", trust_remote_code=trust_remote_code
-        ).to(device)
-        return encode_in_batches(
-            encoder, input_ids, attention_mask, batch_size, device, bf16, pooled_only=True
         )
+        return enc if plan is not None and plan.sharded else enc.to(device)
 
-    return cache.get_or_compute(key, compute)
+    return _fill(cache, key, encoder, input_ids, attention_mask, batch_size, device, bf16, plan)

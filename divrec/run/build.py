@@ -118,6 +118,7 @@ def _cache(cfg: DictConfig):
 def reference_embeddings(cfg: DictConfig, dm: RecDataModule, cache_cfg: dict) -> torch.Tensor:
     """The frozen pretrained encoder's mean-pooled item vectors [N, H] (the shared item space
     of re-rankers and ``ild_emb``), from the embedding cache."""
+    from divrec.models.cache_fill import fill_plan
     from divrec.models.embed_cache import cached_frozen_mean_embeddings, resolve_bf16
 
     enc_cfg = cfg.model.encoder
@@ -131,6 +132,7 @@ def reference_embeddings(cfg: DictConfig, dm: RecDataModule, cache_cfg: dict) ->
         device=_device(),
         bf16=resolve_bf16(cache_cfg.get("bf16", "auto"), _device()),
         trust_remote_code=bool(enc_cfg.get("trust_remote_code", False)),
+        plan=fill_plan(cache_cfg),
     )
     return ref
 
@@ -144,9 +146,11 @@ def frozen_bases(module: RecModule, dm: RecDataModule, cfg: DictConfig, cache_cf
     on-disk cache. User texts are cached in two files: the full-history texts (rows [0, U),
     what evaluation reads; the same file as a cache made before fold variants) and the
     training variants (rows [U, (F + 1) U)), each cut to its own longest text."""
+    from divrec.models.cache_fill import fill_plan
     from divrec.models.embed_cache import cached_pooled_embeddings, resolve_bf16
 
     cache = _cache(cfg)
+    plan = fill_plan(cache_cfg)  # model.cache.devices > 1: a sharded Lightning predict
     device = _device()
     bf16 = resolve_bf16(cache_cfg.get("bf16", "auto"), device)
     bs = int(cache_cfg.get("batch_size", 128))
@@ -165,6 +169,7 @@ def frozen_bases(module: RecModule, dm: RecDataModule, cfg: DictConfig, cache_cf
             batch_size=bs,
             device=device,
             bf16=bf16,
+            plan=plan,
         )
 
     item_base, hit_i = embed(module.net.item_encoder, dm.item_tokens, "items")
