@@ -124,7 +124,10 @@ def test_readme_keeps_the_other_sections(tmp_path):
     report.write_readme(path, records)
     text = path.read_text()
     assert "old" not in text and "## findings\nmine" in text and text.count(report.ANN) == 1
-    assert "EXTRAPOLATED" in text and "| load | 100.0 s / 1.46 GB | 1,000.0 s / 10.25 GB |" in text
+    assert (
+        "EXTRAPOLATED" in text
+        and "| load | 100.0 s (100) / 1.46 GB | 1,000.0 s (1,000) / 10.25 GB |" in text
+    )
     assert (tmp_path / report.PLOT).stat().st_size > 1000
 
 

@@ -38,7 +38,10 @@ def load_results(folder: Path, names: list[str] | None = None) -> list[dict]:
     """Every ``<size>.json`` in ``folder`` (or those of ``names``), by interaction count."""
     paths = [folder / f"{n}.json" for n in names] if names else sorted(folder.glob("*.json"))
     records = [json.loads(p.read_text()) for p in paths if p.exists()]
-    return sorted(records, key=lambda r: (r["size"]["n_interactions"], r["size"]["n_items"]))
+    return sorted(
+        records,
+        key=lambda r: (not r["size"]["on_path"], r["size"]["n_interactions"], r["size"]["n_items"]),
+    )
 
 
 def above_base(record: dict, stage: str) -> float:
@@ -264,6 +267,24 @@ def plot(records: list[dict], path: Path) -> bool:
     return True
 
 
+ID_TABLES = Path(__file__).resolve().parent / "id_tables.json"
+
+
+def id_table_lines(path: Path) -> list[str]:
+    """The dense ID tables' per-step cost (``experiments.scale.id_tables``), when measured."""
+    if not path.exists():
+        return []
+    rows = json.loads(path.read_text())
+    return [
+        "### Dense ID tables: optimiser cost per training step (`python -m experiments.scale.id_tables`)",
+        "",
+        "| shop | rows (items + users) | width | CPU ms per step |",
+        "| --- | --- | --- | --- |",
+        *(f"| {r['size']} | {r['rows']:,} | {r['dim']} | {r['step_s'] * 1e3:.1f} |" for r in rows),
+        "",
+    ]
+
+
 def render(records: list[dict], plotted: bool) -> str:
     """The generated section (between the markers)."""
     fits = exponents(records)
@@ -317,6 +338,7 @@ def render(records: list[dict], plotted: bool) -> str:
             ),
             "",
         ]
+    out += id_table_lines(ID_TABLES)
     out += [
         "### Targets",
         "",

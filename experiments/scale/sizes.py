@@ -46,13 +46,14 @@ def on_path(name: str, n_interactions: int) -> Size:
 
 
 PRESETS: dict[str, Size] = {
+    "100k": on_path("100k", 100_000),
     "300k": on_path("300k", 300_000),
     "1.5m": on_path("1.5m", 1_500_000),
     "5m": on_path("5m", 5_000_000),
     "25m": Size("25m", *ML25M),  # the ml-25m-sized shop (the path's end)
     "items-1m": Size("items-1m", 40_000, 1_000_000, 2_000, on_path=False),
 }
-DEFAULT_SIZES = ("300k", "1.5m", "5m", "25m", "items-1m")
+DEFAULT_SIZES = ("100k", "300k", "1.5m", "5m", "25m", "items-1m")
 
 
 def parse_size(text: str) -> Size:
