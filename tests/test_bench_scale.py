@@ -29,7 +29,7 @@ def test_smallest_shop_reports_every_stage(tiny_model_dir, tmp_path):
     assert (c["items"], c["users"], c["interactions"]) == (300, 150, 3000)
     assert c["train_steps"] == c["train_pairs"] // 256  # one epoch, drop_last at batch 256
     assert c["test_users"] > 0 and 0 <= rec["metrics"]["test/ndcg@10"] <= 1
-    assert rec["process"]["max_rss_mb"] >= rec["peak_rss_mb"]  # the whole child process
+    assert rec["process"]["max_rss_mb"] >= rec["peak_rss_mb"] - 1  # whole child (kB rounding)
     assert not (tmp_path / "work" / f"work-{rec['size']['name']}").exists()  # scratch removed
     text = readme.read_text()
     assert report.BEGIN in text and report.END in text and report.ANN in text
