@@ -13,7 +13,7 @@ export PYTHONUNBUFFERED := 1
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: help install train test test-slow test-full mutants lint format bench bench-peers clean
+.PHONY: help install train test test-slow test-full mutants lint format bench bench-peers bench-scale clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ bench: $(STAMP) ## benchmarks (writes experiments/benchmarks/README.md)
 
 bench-peers: $(STAMP) ## divrec vs RecBole, whole processes on one split (builds RecBole's venv; ARGS="--models ease --rounds 1")
 	$(BIN)/python -m experiments.benchmarks.peers $(ARGS)
+
+bench-scale: $(STAMP) ## cost per stage vs shop size up to ml-25m (writes experiments/scale/README.md; ARGS="--sizes 300k 1.5m")
+	OMP_NUM_THREADS=1 $(BIN)/python -m experiments.scale.run $(ARGS)
 
 clean: ## remove caches and outputs (keeps .venv)
 	rm -rf outputs multirun .cache .pytest_cache .ruff_cache

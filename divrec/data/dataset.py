@@ -74,6 +74,14 @@ def _require(df: pd.DataFrame, cols: tuple[str, ...] | list[str], what: str) -> 
         raise DataError(f"{what}: missing column(s) {missing}; have {list(df.columns)}")
 
 
+def sorted_codes(values: pd.Series | np.ndarray) -> np.ndarray:
+    """Integer codes ``[n]`` of ids in their sorted order (strings: by code point): equal ids get
+    equal codes and ``a < b`` iff ``code(a) < code(b)``. Hash-based: only the distinct ids are
+    sorted, so sorting rows by these codes is the same order as sorting by the ids themselves,
+    without comparing millions of Python strings (6-8x slower at 1.5M rows, and growing)."""
+    return pd.factorize(values, sort=True)[0].astype(np.int64, copy=False)
+
+
 def normalise_interactions(df: pd.DataFrame, name: str) -> pd.DataFrame:
     """Check and coerce the interaction frame to the contract above."""
     what = f"{name} interactions"

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from divrec.data.dataset import RecDataset
+from divrec.data.dataset import RecDataset, sorted_codes
 from divrec.errors import ConfigError, DataError
 
 DEDUP_MODES = ("latest", "first", "none")
@@ -38,9 +38,8 @@ def _dedup(df: pd.DataFrame, mode: str) -> pd.DataFrame:
         return df
     pos = np.arange(len(df))
     # stable sort by (user, item, timestamp, row position); keep last or first of each pair
-    order = np.lexsort(
-        (pos, df["timestamp"].to_numpy(), df["item_id"].to_numpy(), df["user_id"].to_numpy())
-    )
+    users, items = sorted_codes(df["user_id"]), sorted_codes(df["item_id"])  # same order as ids
+    order = np.lexsort((pos, df["timestamp"].to_numpy(), items, users))
     s = df.iloc[order]
     keep = ~s.duplicated(["user_id", "item_id"], keep="last" if mode == "latest" else "first")
     return df.iloc[np.sort(order[keep.to_numpy()])]

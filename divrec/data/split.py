@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from divrec.data.dataset import INTERACTION_COLUMNS, normalise_interactions
+from divrec.data.dataset import INTERACTION_COLUMNS, normalise_interactions, sorted_codes
 from divrec.errors import ConfigError, DataError
 from divrec.utils.io import write_json, write_parquet
 
@@ -116,10 +116,8 @@ def _assign_by_counts(groups, keys, ratios) -> np.ndarray:
 def _canonical(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Canonical row order and integer codes of users and items (sorted string order)."""
     pos = np.arange(len(df))
-    users = df["user_id"].astype(str).to_numpy()
-    items = df["item_id"].astype(str).to_numpy()
-    _, ucode = np.unique(users, return_inverse=True)
-    _, icode = np.unique(items, return_inverse=True)
+    ucode = sorted_codes(df["user_id"].astype(str).to_numpy())
+    icode = sorted_codes(df["item_id"].astype(str).to_numpy())
     order = np.lexsort((pos, icode, df["timestamp"].to_numpy(), ucode))
     return order, ucode, icode
 
