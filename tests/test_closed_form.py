@@ -41,8 +41,13 @@ def _csv_rows(folder: Path) -> list[dict[str, str]]:
 
 @pytest.mark.parametrize(
     "overrides",
-    [("model=pop",), ("model=itemknn", "model.options.k=20"), ("model=ease", "rerank=mmr")],
-    ids=["pop", "itemknn", "ease-mmr"],
+    [
+        ("model=pop",),
+        ("model=itemknn", "model.options.k=20"),
+        ("model=ease", "rerank=mmr"),
+        ("model=buy_again", "eval.mask_seen=false", "train=false"),
+    ],
+    ids=["pop", "itemknn", "ease-mmr", "buy_again-untrained"],
 )
 def test_plain_run_equals_lightning_run(compose, tmp_path, monkeypatch, overrides):
     plain_value, plain = _run(compose, tmp_path / "plain", False, monkeypatch, *overrides)
@@ -118,3 +123,14 @@ def test_closed_form_run_never_imports_lightning(tmp_path, model):
         assert (tmp_path / "run" / "csv" / "version_0" / "metrics.csv").is_file()
     else:  # the control: a trained baseline does go through Lightning
         assert "lightning.pytorch" in modules
+
+
+def test_wandb_logger_works_without_a_trainer(compose, tmp_path, monkeypatch):
+    """logger=wandb on the plain path: Lightning's WandbLogger used on its own (W&B disabled)."""
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    from divrec.run.train import train
+
+    cfg = compose("model=pop", "logger=wandb", f"paths.output_dir={tmp_path / 'run'}")
+    value = train(cfg)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert value == metrics["val/ndcg@10"] and metrics["meta"]["status"] == "ok"
