@@ -105,7 +105,7 @@ print(value, sorted(m for m in sys.modules if m.split(".")[0] in ("lightning", "
 """
 
 
-@pytest.mark.parametrize("model", ["pop", "bpr"])
+@pytest.mark.parametrize("model", ["pop", pytest.param("bpr", marks=pytest.mark.slow)])
 def test_closed_form_run_never_imports_lightning(tmp_path, model):
     out = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(ROOT / "conf"), str(tmp_path), model],
