@@ -22,6 +22,7 @@ import torch
 from omegaconf import DictConfig
 
 from divrec.errors import ConfigError
+from divrec.run.prepare import prepare
 from divrec.run.train import (
     evaluated_position,
     finish_wandb,
@@ -29,7 +30,6 @@ from divrec.run.train import (
     is_multi,
     log_params,
     objective,
-    prepare,
     print_table,
     wandb_name,
     write_run,

@@ -22,14 +22,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from divrec.errors import ConfigError, DivrecError
 from divrec.run.checkpoints import own_checkpoint, resume_path
-from divrec.run.folder import finished, prepare_run_folder, refuse_finished_run
+from divrec.run.folder import finished, refuse_finished_run
 from divrec.run.quiet import quiet_output
 
 if TYPE_CHECKING:  # imported when a run needs them (torch, Lightning: seconds of start-up)
     import lightning.pytorch as pl
 
     from divrec.data.datamodule import RecData
-    from divrec.evaluation.ranking import RankingCore
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +97,7 @@ def train(cfg: DictConfig) -> float | tuple[float, ...]:
     from hydra.utils import instantiate
 
     from divrec.run.build import precision
+    from divrec.run.prepare import prepare
 
     quiet_output()  # again: Lightning and torchmetrics add their own console handlers
     points, dm, module = prepare(cfg, out, lightning=True)
@@ -162,48 +162,6 @@ def train(cfg: DictConfig) -> float | tuple[float, ...]:
     if ckpt_cb is not None and ckpt_cb.monitor == cfg.optimized_metric and not math.isnan(val_best):
         return val_best
     return objective(results[0], cfg.optimized_metric)
-
-
-def prepare(cfg: DictConfig, out: Path, lightning: bool) -> tuple[list, RecData, RankingCore]:
-    """What every run does before fitting: checks, run folder, seed, data, saved split and
-    the model; (evaluation points, data, model). ``lightning``: Lightning's classes."""
-    import torch
-
-    from divrec.config.check import validate_against_data, validate_config
-    from divrec.metrics.evaluator import has_categories
-    from divrec.run.build import build_datamodule, build_module
-
-    validate_config(cfg)  # before any data is loaded: typos, types, ranges
-    points = eval_points(cfg)  # a bad rerank_sweep fails now, not after training
-    prepare_run_folder(cfg, out)  # ckpt_path checked; an earlier attempt's checkpoints go
-    out.mkdir(parents=True, exist_ok=True)
-    seed_everything(int(cfg.seed), lightning)
-    torch.set_float32_matmul_precision("high")
-
-    dm = build_datamodule(cfg, lightning)
-    validate_against_data(cfg, len(dm.catalogue), has_categories(dm.catalogue.category_matrix))
-    print_table(dm.stats)
-    dm.save_split(out / "split")
-    return points, dm, build_module(cfg, dm, lightning)
-
-
-def seed_everything(seed: int, lightning: bool) -> None:
-    """Seed Python, NumPy and torch; with ``lightning`` through Lightning (which also seeds
-    its data-loader workers)."""
-    if lightning:
-        import lightning.pytorch as pl
-
-        pl.seed_everything(seed, workers=True)
-        return
-    import random
-
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)  # every device's generator too
-    log.info("seed set to %d", seed)
 
 
 def log_params(loggers: list, cfg: DictConfig, dm) -> None:
