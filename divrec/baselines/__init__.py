@@ -1,30 +1,58 @@
 """Classic recommendation baselines behind one interface (see ``base.Baseline``).
 
-``build_baseline(name, n_users, n_items, **kwargs)`` is the harness's entry point.
+``build_baseline(name, n_users, n_items, **kwargs)`` is the harness's entry point. Each class
+is imported when first asked for (``BASELINES[name]``, ``from divrec.baselines import BPR``):
+the pairwise ones are LightningModules, and a closed-form run never imports Lightning.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from divrec.baselines.base import Baseline, is_int
-from divrec.baselines.bpr import BPR, PairwiseBaseline
-from divrec.baselines.buy_again import BuyAgain
-from divrec.baselines.ease import EASE
-from divrec.baselines.itemknn import ItemKNN
-from divrec.baselines.lightgcn import LightGCN
-from divrec.baselines.pop import Pop
 from divrec.errors import ConfigError
 
-BASELINES: dict[str, type[Baseline]] = {
-    "pop": Pop,
-    "itemknn": ItemKNN,
-    "ease": EASE,
-    "bpr": BPR,
-    "lightgcn": LightGCN,
-    "buy_again": BuyAgain,
+# name -> (module under divrec.baselines, class)
+_WHERE = {
+    "pop": ("pop", "Pop"),
+    "itemknn": ("itemknn", "ItemKNN"),
+    "ease": ("ease", "EASE"),
+    "bpr": ("bpr", "BPR"),
+    "lightgcn": ("lightgcn", "LightGCN"),
+    "buy_again": ("buy_again", "BuyAgain"),
 }
+_CLASSES = {cls: mod for mod, cls in _WHERE.values()} | {"PairwiseBaseline": "bpr"}
+
+
+class _Registry(Mapping):
+    """``{name: Baseline class}``; a class's module is imported on first lookup."""
+
+    def __getitem__(self, name: str) -> type[Baseline]:
+        mod, cls = _WHERE[name]
+        return getattr(importlib.import_module(f"divrec.baselines.{mod}"), cls)
+
+    def __contains__(self, name: object) -> bool:
+        return name in _WHERE
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_WHERE)
+
+    def __len__(self) -> int:
+        return len(_WHERE)
+
+
+BASELINES: Mapping[str, type[Baseline]] = _Registry()
+
+
+def __getattr__(name: str) -> Any:
+    """``BPR``, ``EASE``, ... imported on first use (PEP 562)."""
+    if name in _CLASSES:
+        return getattr(importlib.import_module(f"divrec.baselines.{_CLASSES[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _SIZE_ARGS = ("n_users", "n_items")
 

@@ -1,24 +1,20 @@
-"""``BaselineModule``: a classic baseline inside divrec's harness.
+"""``BaselineModule``: :class:`~divrec.baselines.core.BaselineCore` as a LightningModule.
 
-Same DataModule, split, masking, metrics, re-rankers and run artefacts as the language-model
-models: only :meth:`score` differs. Closed-form baselines (pop, itemknn, ease, buy_again) are
-fitted once and then validated/tested; pairwise ones (bpr, lightgcn) also train on the same
-(user, item) pairs through Lightning.
+What a Lightning ``Trainer`` runs: the pairwise baselines' training (bpr, lightgcn, on the
+same (user, item) pairs as the two-tower) and any baseline evaluated from a checkpoint.
 """
 
 from __future__ import annotations
 
-import numpy as np
-import scipy.sparse as sp
 import torch
 
-from divrec.baselines import build_baseline
-from divrec.baselines.base import Baseline
-from divrec.errors import ConfigError
+from divrec.baselines.core import BaselineCore, training_matrix
 from divrec.evaluation.module import RankingModule
 
+__all__ = ["BaselineModule", "training_matrix"]
 
-class BaselineModule(RankingModule):
+
+class BaselineModule(BaselineCore, RankingModule):
     """Wraps a :class:`~divrec.baselines.base.Baseline` named by ``model.name``."""
 
     def __init__(
@@ -30,32 +26,8 @@ class BaselineModule(RankingModule):
         evaluation: dict,
         rerank_cfg: dict | None = None,
     ) -> None:
-        super().__init__(evaluation, rerank_cfg)
+        super().__init__(name, n_items, n_users, options, evaluation, rerank_cfg)
         self.save_hyperparameters()
-        self.baseline = build_baseline(name, n_users=n_users, n_items=n_items, **(options or {}))
-        self.needs_training = bool(self.baseline.needs_training)
-
-    def attach(self, dm, reference=None) -> None:
-        """Fit the baseline on ``dm``'s training matrix and bind the evaluation tensors.
-
-        The matrix is 0/1, or for a baseline with ``uses_counts`` the sum of its
-        ``row_weights`` over each (user, item)'s training rows (``dm.split.train``, in the
-        order of ``dm.train_users`` / ``dm.train_items``)."""
-        ratings = dm.split.train["rating"].to_numpy(np.float32)
-        shape = (len(dm.user_ids), len(dm.catalogue))
-        train = training_matrix(
-            self.baseline, dm.train_users.numpy(), dm.train_items.numpy(), ratings, shape
-        )
-        if self.baseline.needs_item_vectors:  # e.g. EASE with a text prior
-            if reference is None:
-                raise ConfigError(f"{type(self.baseline).__name__}: needs the item text vectors")
-            self.baseline.fit(train, item_vectors=reference)
-        else:
-            self.baseline.fit(train)
-        self.attach_eval(dm, reference)
-
-    def score(self, batch: dict) -> torch.Tensor:
-        return self.baseline.score(batch["user_idx"])
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         # The pairwise loss directly: the inner module's own self.log would be rejected (its
@@ -68,21 +40,3 @@ class BaselineModule(RankingModule):
 
     def configure_optimizers(self):
         return self.baseline.configure_optimizers()
-
-
-def training_matrix(
-    baseline: Baseline,
-    users: np.ndarray,
-    items: np.ndarray,
-    ratings: np.ndarray,
-    shape: tuple[int, int],
-) -> sp.csr_matrix:
-    """[U, N] matrix of training rows ``users, items, ratings [rows]``: 0/1, or with
-    ``baseline.uses_counts`` each (user, item)'s summed ``baseline.row_weights(ratings)``."""
-    counts = baseline.uses_counts
-    values = baseline.row_weights(ratings) if counts else np.ones(len(users), np.float32)
-    train = sp.csr_matrix((values, (users, items)), shape=shape)
-    train.sum_duplicates()
-    if not counts:
-        train.data[:] = 1.0
-    return train

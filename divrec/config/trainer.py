@@ -3,11 +3,16 @@
 Without them a bad ``trainer.precision``, a negative ``trainer.max_epochs`` or
 ``trainer.accelerator=gpu`` on a machine without a GPU fail only after the data pipeline ran,
 as a Hydra instantiate traceback. Keys are checked against ``Trainer.__init__``'s signature;
-values against the rules Lightning itself applies.
+values against the rules Lightning itself applies. The signature is read from Lightning's
+source, not by importing it (seconds): a closed-form baseline's run never loads Lightning.
 """
 
 from __future__ import annotations
 
+import ast
+import functools
+import importlib.util
+from pathlib import Path
 from typing import Any, get_args
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -37,13 +42,29 @@ def _precisions() -> list[str]:
     ]
 
 
+@functools.cache
+def trainer_arguments() -> tuple[str, ...]:
+    """Argument names of Lightning's ``Trainer.__init__`` (from its source file; by importing
+    Lightning when that file cannot be read)."""
+    spec = importlib.util.find_spec("lightning")
+    source = Path(spec.origin).parent / "pytorch" / "trainer" / "trainer.py" if spec else None
+    try:
+        tree = ast.parse(source.read_text())  # type: ignore[union-attr]
+        cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Trainer")
+        init = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__")
+        args = [*init.args.posonlyargs, *init.args.args, *init.args.kwonlyargs]
+        return tuple(a.arg for a in args if a.arg != "self")
+    except (AttributeError, OSError, StopIteration, SyntaxError):
+        import inspect
+
+        import lightning.pytorch as pl
+
+        return tuple(k for k in inspect.signature(pl.Trainer.__init__).parameters if k != "self")
+
+
 def check_trainer(node: DictConfig, errors: list[str], did_you_mean) -> None:
     """Append one message per problem of ``trainer`` (``node``) to ``errors``."""
-    import inspect
-
-    import lightning.pytorch as pl
-
-    allowed = [k for k in inspect.signature(pl.Trainer.__init__).parameters if k != "self"]
+    allowed = list(trainer_arguments())
     values: dict[str, Any] = {}
     for key in node:
         if key == "_target_":

@@ -1,5 +1,9 @@
 """``RecDataModule``: source -> preprocess -> split -> text -> tokenised batches.
 
+The work is in ``RecData`` (no Lightning: a closed-form baseline's run never imports it);
+``RecDataModule`` is ``RecData`` as a ``LightningDataModule`` (:mod:`divrec.data.lightning_data`),
+still importable from here (``data._target_``), Lightning loaded only when it is asked for.
+
 Train batches are (user, positive item) pairs with the ids needed for in-batch negatives and
 popularity correction; val/test batches give users, their ground-truth items and the items
 they have already seen, for full-catalogue ranking.
@@ -16,7 +20,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import torch
@@ -62,7 +65,7 @@ class _Rows(Dataset):
         return i
 
 
-class RecDataModule(pl.LightningDataModule):
+class RecData:
     """Data for one run; every argument is a key of the ``data`` config group.
 
     Keys not listed here are the source's own (e.g. ``release``, ``root``) and are checked
@@ -352,7 +355,7 @@ class RecDataModule(pl.LightningDataModule):
 class _EvalCollate:
     """Builds eval batches: user ids/tokens, dense truth and seen masks [B, N]."""
 
-    def __init__(self, dm: RecDataModule, users: list[int], truth: dict, seen: dict) -> None:
+    def __init__(self, dm: RecData, users: list[int], truth: dict, seen: dict) -> None:
         self.dm, self.users, self.truth, self.seen = dm, users, truth, seen
 
     def __call__(self, rows: list[int]) -> dict[str, torch.Tensor]:
@@ -399,3 +402,12 @@ def split_fingerprint(split: Split) -> str:
         h = pd.util.hash_pandas_object(df[["user_id", "item_id"]], index=False)
         parts.append(int(h.sum()) & ((1 << 63) - 1))
     return fingerprint(split.method, parts)
+
+
+def __getattr__(name: str) -> Any:
+    """``RecDataModule`` on first use (PEP 562): importing Lightning costs seconds."""
+    if name == "RecDataModule":
+        from divrec.data.lightning_data import RecDataModule
+
+        return RecDataModule
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

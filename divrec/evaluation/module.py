@@ -1,222 +1,57 @@
-"""``RankingModule``: the full-catalogue evaluation every model shares (two-tower, baselines).
+"""``RankingModule``: :class:`~divrec.evaluation.ranking.RankingCore` run by Lightning.
 
-For each val/test batch (:meth:`RankingModule._eval_step`, the whole path in one place):
-``score(batch) [B, N]`` (through the :class:`~divrec.evaluation.score_cache.ScoreCache`) ->
-:meth:`Ranker.rank <divrec.evaluation.pipeline.Ranker.rank>` (mask seen, top-M, re-rank,
-top-K) -> :class:`~divrec.metrics.RankingEvaluator`; the test pass also keeps each user's top
-``save_topk`` list for ``recommendations.parquet``. Subclasses implement :meth:`score` only.
-
-``eval.mask_seen=false`` ranks without the mask (training/valid items may be recommended: buying
-again); the metrics get the batch's ``seen`` either way (the repeat metrics need it). With the
-mask, a user with fewer than max(ks) unseen items gets seen items at the list's tail
-(:meth:`~divrec.evaluation.pipeline.Ranker.rank`), which count as hits when the truth holds
-them (only possible when repeat purchases are kept).
-
-Re-rankers use one fixed, model-independent item space: the frozen pretrained encoder's item
-vectors (``reference_embeddings``), so every model is measured on one scale; ``ild_emb`` uses
-``eval.diversity_space`` (that space by default, or one no re-ranker optimises).
-
-A stochastic re-ranker (``rerank=plackett_luce``) serves, saves and scores the accuracy and
-list metrics on draw 0 of each user; the expected-exposure metrics
-(:mod:`divrec.metrics.exposure`) average over its ``rerank.samples`` draws (1 list otherwise).
+Lightning's val/test hooks call the core's passes (``begin_pass``, ``eval_step``,
+``end_pass``) and log their values; training hooks keep each step's randomness a function of
+(seed, step) and drop the score cache. A closed-form baseline's run uses the core without
+Lightning (:mod:`divrec.run.closed_form`): the same steps, the same numbers.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
-from divrec.errors import DataError
-from divrec.evaluation.pipeline import Ranker
-from divrec.evaluation.score_cache import ScoreCache
-from divrec.metrics import RankingEvaluator
-from divrec.metrics.calibration import history_distribution
-from divrec.metrics.evaluator import drop_category_metrics
-from divrec.metrics.spaces import diversity_space
-from divrec.rerank.kernels import cpu_threads
+from divrec.evaluation.ranking import RankingCore
 from divrec.utils.memory import TRIM_EVERY_STEPS, release_freed_memory
 
 
-class RankingModule(pl.LightningModule):
-    """Evaluation loop shared by all models. ``evaluation``: the ``eval`` config group;
-    ``rerank_cfg``: the ``rerank`` config group."""
-
-    def __init__(self, evaluation: dict, rerank_cfg: dict | None = None) -> None:
-        super().__init__()
-        self.metric_names = list(evaluation.get("metrics", []))
-        self.ks = sorted(int(k) for k in evaluation.get("ks", [10, 20]))
-        self.save_topk = int(evaluation.get("save_topk", 100))
-        self.mask_seen = bool(evaluation.get("mask_seen", True))
-        self.diversity_space = str(evaluation.get("diversity_space", "reference"))
-        self.ee_patience = float(evaluation.get("ee_patience", 0.5))
-        self.rerank_cfg = dict(rerank_cfg or {"name": "none"})
-        self.ranker = Ranker.from_config(self.rerank_cfg)  # side tensors set in attach_eval
-        self.recommendations: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        self.step_seed = torch.initial_seed()  # built after seed_everything
-        # Scores of each eval batch under the current weights: a ``rerank_sweep`` on one model
-        # scores the catalogue once. Invalidated by every training step and state-dict load.
-        self.score_cache = ScoreCache(int(evaluation.get("score_cache_mb", 512)) << 20)
+class RankingModule(RankingCore, pl.LightningModule):
+    """Evaluation loop shared by all models trained or evaluated by a Lightning ``Trainer``."""
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # Randomness inside a step (dropout, sampled negatives) depends only on (seed, step),
         # so a resumed run draws what an uninterrupted one would.
         torch.manual_seed((self.step_seed * 1_000_003 + self.global_step) % (1 << 63))
-        self.score_cache.invalidate()  # this step changes the weights
-        self.because: list[list[str]] = []  # per saved row: explanation strings (may stay empty)
+        self.invalidate_scores()  # this step changes the weights
+        self.because = []
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if batch_idx % TRIM_EVERY_STEPS == 0:  # freed step tensors otherwise pile up in RSS
             release_freed_memory()
 
-    def attach_eval(self, dm, reference_embeddings: torch.Tensor | None) -> None:
-        """Catalogue tensors for ranking and metrics. ``reference_embeddings``: [N, H], the
-        re-rankers' space; ``ild_emb`` uses ``eval.diversity_space`` (:mod:`divrec.metrics.spaces`)."""
-        self.score_cache.invalidate()  # new data: nothing scored before applies
-        cat = dm.catalogue
-        self.user_ids = list(dm.user_ids)  # names users in errors
-        self.register_buffer("categories", cat.category_matrix, persistent=False)
-        hist_cats = torch.zeros(len(dm.user_ids), cat.n_categories)
-        users = torch.repeat_interleave(torch.arange(len(dm.user_ids)), dm.history.indptr.diff())
-        hist_cats.index_add_(0, users, cat.category_matrix[dm.history.indices])
-        user_cats = hist_cats / hist_cats.sum(1, keepdim=True).clamp_min(1e-9)
-        if self.rerank_cfg and self.rerank_cfg.get("name") == "calibrated":
-            # Steck's p(g|u): each history item's genres share weight 1 (not 0/1 coverage)
-            user_cats = history_distribution(
-                cat.category_matrix, dm.history.indptr, dm.history.indices
-            )
-        self.register_buffer("user_categories", user_cats, persistent=False)
-        emb = None
-        if reference_embeddings is not None:
-            emb = F.normalize(reference_embeddings.float(), dim=-1)
-        self.register_buffer("reference_embeddings", emb, persistent=False)
-        self.ranker = Ranker.from_config(
-            self.rerank_cfg, embeddings=emb, categories=cat.category_matrix
-        )
-        # one warning (here, not per evaluator) when category metrics are undefined
-        # (none left: the evaluator below raises the ConfigError saying why)
-        self.metric_names = (
-            drop_category_metrics(self.metric_names, cat.category_matrix) or self.metric_names
-        )
-        space = None
-        if "ild_emb" in self.metric_names:
-            space = diversity_space(self.diversity_space, cat, emb)
-        kw: dict[str, Any] = dict(
-            metrics=self.metric_names,
-            ks=self.ks,
-            category_matrix=cat.category_matrix,
-            popularity=cat.popularity,
-            n_train_users=int((dm.history.indptr.diff() > 0).sum()),
-            user_interests=dm.user_interests,
-            user_history=history_distribution(
-                cat.category_matrix, dm.history.indptr, dm.history.indices
-            ),
-            item_embeddings=space if "ild_emb" in self.metric_names else None,
-            ee_patience=self.ee_patience,
-        )
-        self.val_metrics = RankingEvaluator(**kw, prefix="val")
-        self.test_metrics = RankingEvaluator(**kw, prefix="test")
-
-    # ------------------------------------------------------------------ scoring
-    def score(self, batch: dict) -> torch.Tensor:
-        """Scores of the batch's users against every item: [B, N]."""
-        raise NotImplementedError
-
-    def on_eval_start(self) -> None:
-        """Hook before a val/test pass (e.g. encode the catalogue once)."""
-
-    def explain(self, batch: dict, top: torch.Tensor) -> list[list[str]] | None:
-        """Optional ``because`` strings [B][K] for the saved lists ``top [B, K]`` (None: none)."""
-        return None
-
-    def set_rerank(self, rerank_cfg: dict) -> None:
-        """Evaluate with another ``rerank`` config from now on (a ``rerank_sweep`` point)."""
-        self.rerank_cfg = dict(rerank_cfg)
-        self.ranker = self.ranker.with_config(self.rerank_cfg)
-
-    # ------------------------------------------------------------------ loops
-    def load_state_dict(self, *args: Any, **kwargs: Any):
-        self.score_cache.invalidate()  # e.g. the best checkpoint loaded by trainer.test
-        return super().load_state_dict(*args, **kwargs)
-
     def on_validation_epoch_start(self) -> None:
-        self.ranker = self.ranker.on(self.device)
-        if self.score_cache.begin():  # new weights: rebuild eval-time state
-            self.on_eval_start()
+        self.begin_pass(self.device, keep=False)
 
     def on_test_epoch_start(self) -> None:
-        self.on_validation_epoch_start()
-        self.recommendations = []
-        self.because = []
-
-    @torch.no_grad()
-    def _eval_step(
-        self, batch: dict, metrics: RankingEvaluator, keep: bool, stage: str, batch_idx: int
-    ) -> None:
-        # Lightning autocasts eval steps under bf16/fp16-mixed; scores, re-rankers and metrics
-        # stay fp32 (bf16 keeps ~3 digits: thousands of catalogue scores would tie).
-        with torch.autocast(self.device.type, enabled=False):
-            users = batch["user_idx"]
-            scores = self.score_cache.scores((stage, batch_idx), users, lambda: self.score(batch))
-            k = min(max(self.ks[-1], self.save_topk if keep else 0), scores.shape[1])
-            seen = batch["seen"]
-            # Ranking and metrics are many mid-sized ops: one CPU thread (see cpu_threads;
-            # with 2 on a busy 2-core machine they took 3.8 s instead of 0.2 s per pass).
-            with cpu_threads(scores.device):
-                try:
-                    masked = seen if self.mask_seen else None
-                    cats = self.user_categories[users]
-                    top = self.ranker.rank(scores, masked, k, cats, users)
-                    draws = None  # a stochastic ranker's further lists for the exposure metrics
-                    if self.ranker.draws > 1 and metrics.ee is not None:
-                        more = [
-                            self.ranker.rank(scores, masked, self.ks[-1], cats, users, sample=s)
-                            for s in range(1, self.ranker.draws)
-                        ]
-                        draws = torch.stack([top[:, : self.ks[-1]], *more])
-                except DataError as e:  # "user row 3" means nothing to a user: name the user
-                    raise DataError(_name_users(str(e), users, self.user_ids)) from None
-                metrics.update(top[:, : self.ks[-1]], batch["truth"], users, seen, draws)
-            if keep:
-                self.recommendations.append((users.cpu(), top.cpu(), scores.gather(1, top).cpu()))
-                because = self.explain(batch, top)
-                if because is not None:
-                    self.because.extend(because)
+        self.begin_pass(self.device, keep=True)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, self.val_metrics, False, "val", batch_idx)
+        self.eval_step(batch, "val", batch_idx)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, self.test_metrics, True, "test", batch_idx)
-
-    def _log_eval(self, metrics: RankingEvaluator) -> None:
-        self.log_dict({k: float(v) for k, v in metrics.compute().items()})
-        metrics.reset()
+        self.eval_step(batch, "test", batch_idx)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_eval(self.val_metrics)
-        release_freed_memory()
+        self.log_dict(self.end_pass("val"))
 
     def on_test_epoch_end(self) -> None:
-        self._log_eval(self.test_metrics)
-        release_freed_memory()
+        self.log_dict(self.end_pass("test"))
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             # Every rank holds the lists of its own users: gather them for the run artefacts.
             parts: list = [None] * dist.get_world_size()
             dist.all_gather_object(parts, (self.recommendations, self.because))
             self.recommendations = [r for p in parts for r in p[0]]
             self.because = [b for p in parts for b in p[1]]
-
-
-def _name_users(message: str, users: torch.Tensor, user_ids: list[str]) -> str:
-    """Replace "user row R" (a batch row) in ``message`` by the user's original id."""
-
-    def named(match: re.Match) -> str:
-        row = int(match.group(1))
-        return f"user {user_ids[int(users[row])]!r}" if row < len(users) else match.group(0)
-
-    return re.sub(r"user row (\d+)", named, message)

@@ -243,7 +243,9 @@ class RankingEvaluator(nn.Module):
                 raise DataError(
                     f"evaluator: item_embeddings {tuple(emb.shape)} must be [{n_items}, d]"
                 )
-            emb = emb / emb.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            if emb.data_ptr() == item_embeddings.data_ptr():  # already float64: keep the input
+                emb = emb.clone()
+            emb.div_(emb.norm(dim=1, keepdim=True).clamp_min(1e-12))  # in place: one [N, d] copy
             self.item_embeddings = emb.float()
             self.emb_dim = emb.shape[1]
         if "interest_coverage" in names:

@@ -1,7 +1,9 @@
 """Construction of a run's parts from a composed config: data module, model, caches.
 
 ``build_datamodule`` and ``build_module`` are what ``train`` and ``divrec.serve.recommend`` share;
-``reference_embeddings`` is the frozen encoder's item space used by re-rankers and ILD.
+``reference_embeddings`` is the frozen encoder's item space used by re-rankers and ILD. With
+``lightning=False`` (a closed-form baseline's run, :mod:`divrec.run.closed_form`) both build
+the same objects without Lightning's classes, so Lightning is never imported.
 """
 
 from __future__ import annotations
@@ -9,23 +11,31 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from divrec.data.datamodule import RecDataModule
 from divrec.errors import ConfigError
-from divrec.evaluation.module import RankingModule
-from divrec.models.module import RecModule
+
+if TYPE_CHECKING:  # Lightning and the two-tower's libraries load when a run needs them
+    from divrec.data.datamodule import RecData
+    from divrec.evaluation.ranking import RankingCore
+    from divrec.models.module import RecModule
 
 log = logging.getLogger(__name__)
 
 
-def build_datamodule(cfg: DictConfig) -> RecDataModule:
-    """Instantiate ``cfg.data`` into a set-up ``RecDataModule``."""
-    dm: RecDataModule = instantiate(cfg.data, _convert_="all")
+LIGHTNING_DATA = "divrec.data.datamodule.RecDataModule"  # data._target_ of every source
+
+
+def build_datamodule(cfg: DictConfig, lightning: bool = True) -> RecData:
+    """Instantiate ``cfg.data`` into a set-up ``RecDataModule`` (``lightning=False``: the same
+    data as a plain ``RecData``, for the default ``data._target_``)."""
+    plain = not lightning and cfg.data.get("_target_") == LIGHTNING_DATA
+    target = {"_target_": "divrec.data.datamodule.RecData"} if plain else {}
+    dm: RecData = instantiate(cfg.data, _convert_="all", **target)
     dm.prepare_data()
     dm.setup()
     if dm.categories_from == "clusters":
@@ -33,7 +43,7 @@ def build_datamodule(cfg: DictConfig) -> RecDataModule:
     return dm
 
 
-def assign_clusters(cfg: DictConfig, dm: RecDataModule) -> None:
+def assign_clusters(cfg: DictConfig, dm: RecData) -> None:
     """``data.categories_from=clusters``: k-means over the reference item vectors
     (:mod:`divrec.data.clusters`) becomes the catalogue's categories, labels cached."""
     from divrec.data.clusters import cluster_key, cluster_names, kmeans_labels, one_hot
@@ -57,8 +67,9 @@ def assign_clusters(cfg: DictConfig, dm: RecDataModule) -> None:
     )
 
 
-def build_module(cfg: DictConfig, dm: RecDataModule) -> RankingModule:
-    """The LightningModule for ``cfg.model`` (two-tower or baseline), attached to ``dm``."""
+def build_module(cfg: DictConfig, dm: RecData, lightning: bool = True) -> RankingCore:
+    """The LightningModule for ``cfg.model`` (two-tower or baseline), attached to ``dm``;
+    ``lightning=False``: a baseline as a plain :class:`~divrec.baselines.core.BaselineCore`."""
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     kind = model_cfg.pop("kind", "two_tower")
     cache_cfg = model_cfg.pop("cache", {}) or {}
@@ -66,9 +77,12 @@ def build_module(cfg: DictConfig, dm: RecDataModule) -> RankingModule:
     rerank_cfg = OmegaConf.to_container(cfg.rerank, resolve=True)
     sizes = {"n_items": len(dm.catalogue), "n_users": len(dm.user_ids)}
     if kind == "baseline":
-        from divrec.baselines.module import BaselineModule
+        if lightning:
+            from divrec.baselines.module import BaselineModule as cls
+        else:
+            from divrec.baselines.core import BaselineCore as cls
 
-        module = BaselineModule(
+        module = cls(
             model_cfg["name"],
             **sizes,
             options=model_cfg.get("options"),
@@ -81,6 +95,8 @@ def build_module(cfg: DictConfig, dm: RecDataModule) -> RankingModule:
         return module
     if kind != "two_tower":
         raise ConfigError(f"model.kind: '{kind}' unknown; use two_tower or baseline")
+    from divrec.models.module import RecModule
+
     module = RecModule(
         model={**model_cfg, **sizes},
         loss=OmegaConf.to_container(cfg.loss, resolve=True),
@@ -115,7 +131,7 @@ def _cache(cfg: DictConfig):
     return EmbeddingCache(Path(cfg.paths.cache_dir) / "embeddings")
 
 
-def reference_embeddings(cfg: DictConfig, dm: RecDataModule, cache_cfg: dict) -> torch.Tensor:
+def reference_embeddings(cfg: DictConfig, dm: RecData, cache_cfg: dict) -> torch.Tensor:
     """The frozen pretrained encoder's mean-pooled item vectors [N, H] (the shared item space
     of re-rankers and ``ild_emb``), from the embedding cache."""
     from divrec.models.cache_fill import fill_plan
@@ -141,7 +157,7 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def frozen_bases(module: RecModule, dm: RecDataModule, cfg: DictConfig, cache_cfg: dict):
+def frozen_bases(module: RecModule, dm: RecData, cfg: DictConfig, cache_cfg: dict):
     """Pooled backbone vectors for all items [N, H] (and user texts [(F + 1) U, H]), from the
     on-disk cache. User texts are cached in two files: the full-history texts (rows [0, U),
     what evaluation reads; the same file as a cache made before fold variants) and the

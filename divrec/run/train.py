@@ -22,23 +22,31 @@ from omegaconf import DictConfig, OmegaConf
 
 from divrec.errors import ConfigError, DivrecError
 from divrec.run.checkpoints import own_checkpoint, resume_path
-from divrec.run.folder import finished, prepare_run_folder, refuse_finished_run
+from divrec.run.folder import finished, refuse_finished_run
 from divrec.run.quiet import quiet_output
 
 if TYPE_CHECKING:  # imported when a run needs them (torch, Lightning: seconds of start-up)
     import lightning.pytorch as pl
 
-    from divrec.data.datamodule import RecDataModule
+    from divrec.data.datamodule import RecData
 
 log = logging.getLogger(__name__)
 
 
-def _instantiate_dict(node: DictConfig | None, **kwargs: Any) -> list:
+def instantiate_dict(node: DictConfig | None, lightning: bool = True, **kwargs: Any) -> list:
+    """Every ``_target_`` entry of ``node`` (loggers, callbacks), built with ``kwargs``;
+    ``lightning=False``: Lightning's ``CSVLogger`` is built as :class:`~divrec.run.csv_log.CSVLog`
+    (the same files, Lightning not imported)."""
     from hydra.utils import instantiate
 
-    if not node:
-        return []
-    return [instantiate(v, **kwargs) for v in node.values() if v is not None and "_target_" in v]
+    from divrec.run.csv_log import LIGHTNING_CSV
+
+    plain = {"_target_": "divrec.run.csv_log.CSVLog"}
+    return [
+        instantiate(v, **kwargs, **({} if lightning or v._target_ != LIGHTNING_CSV else plain))
+        for v in (node or {}).values()
+        if v is not None and "_target_" in v
+    ]
 
 
 def eval_points(cfg: DictConfig) -> list[tuple[str, dict, dict]]:
@@ -74,44 +82,33 @@ def eval_points(cfg: DictConfig) -> list[tuple[str, dict, dict]]:
 
 def train(cfg: DictConfig) -> float | tuple[float, ...]:
     """Run one experiment; returns ``cfg.optimized_metric`` (best validation value; see
-    :func:`objective` for a metric the run did not log)."""
+    :func:`objective` for a metric the run did not log). A closed-form baseline is fitted and
+    evaluated without Lightning (:mod:`divrec.run.closed_form`): same files, same values."""
     t0 = time.time()
     quiet_output()  # third-party noise off, one console line per log record
     out = Path(cfg.paths.output_dir)
     name = f"{cfg.task_name}: data={_data_name(cfg)} model={_model_name(cfg)}"
     log.info("%s seed=%s -> %s", name, cfg.get("seed"), out)
+    from divrec.run.closed_form import is_closed_form, train_closed_form
+
+    if is_closed_form(cfg):
+        return train_closed_form(cfg, out, t0)
     import lightning.pytorch as pl  # what the rest needs: seconds of imports, after the line
-    import torch
     from hydra.utils import instantiate
 
-    from divrec.config.check import validate_against_data, validate_config
-    from divrec.metrics.evaluator import has_categories
-    from divrec.run.build import build_datamodule, build_module, precision
+    from divrec.run.build import precision
+    from divrec.run.prepare import prepare
 
     quiet_output()  # again: Lightning and torchmetrics add their own console handlers
-    validate_config(cfg)  # before any data is loaded: typos, types, ranges
-    points = eval_points(cfg)  # a bad rerank_sweep fails now, not after training
-    prepare_run_folder(cfg, out)  # ckpt_path checked; an earlier attempt's checkpoints go
-    out.mkdir(parents=True, exist_ok=True)
-    pl.seed_everything(cfg.seed, workers=True)
-    torch.set_float32_matmul_precision("high")
-
-    dm = build_datamodule(cfg)
-    validate_against_data(cfg, len(dm.catalogue), has_categories(dm.catalogue.category_matrix))
-    _print_stats(dm.stats)
-    dm.save_split(out / "split")
-    module = build_module(cfg, dm)
-
-    loggers = _instantiate_dict(cfg.get("logger"))
-    callbacks = _instantiate_dict(cfg.get("callbacks"))
+    points, dm, module = prepare(cfg, out, lightning=True)
+    loggers = instantiate_dict(cfg.get("logger"))
+    callbacks = instantiate_dict(cfg.get("callbacks"))
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar callback then
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
     trainer: pl.Trainer = instantiate(
         cfg.trainer, logger=loggers or False, callbacks=callbacks, precision=precision(cfg)
     )
-    for lg in loggers:
-        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        lg.log_hyperparams({f"data/{k}": v for k, v in dm.stats.items()})
+    log_params(loggers, cfg, dm)
 
     trains = getattr(module, "needs_training", True)
     if cfg.train and trains:
@@ -142,8 +139,8 @@ def train(cfg: DictConfig) -> float | tuple[float, ...]:
         if sub:  # each sweep value is its own logged run
             finish_wandb()
             name = f"{out.name}-{sub}"
-            trainer.loggers = _instantiate_dict(
-                cfg.get("logger"), save_dir=str(folder), **_wandb_name(cfg, name)
+            trainer.loggers = instantiate_dict(
+                cfg.get("logger"), save_dir=str(folder), **wandb_name(cfg, name)
             )
         ckpt = test_ckpt if i == 0 else None
         metrics = dict(fit_metrics)
@@ -155,16 +152,23 @@ def train(cfg: DictConfig) -> float | tuple[float, ...]:
             trainer.test(module, datamodule=dm, ckpt_path=ckpt, weights_only=True, verbose=not sub)
             metrics.update(_prefixed(trainer, "test/"))
         if trainer.is_global_zero:
-            _write_run(cfg, folder, module, dm, metrics, t0, knobs, best, evaluated, trainer)
+            write_run(cfg, folder, module, dm, metrics, t0, knobs, best, evaluated, trainer.loggers)
         results.append(metrics)
     if len(points) > 1:
         finish_wandb()
     log.info("run folder: %s", out)
-    if _is_multi(cfg):  # multi-objective search: values of the validated best weights
+    if is_multi(cfg):  # multi-objective search: values of the validated best weights
         return tuple(objective(results[0], m) for m in cfg.optimized_metric)
     if ckpt_cb is not None and ckpt_cb.monitor == cfg.optimized_metric and not math.isnan(val_best):
         return val_best
     return objective(results[0], cfg.optimized_metric)
+
+
+def log_params(loggers: list, cfg: DictConfig, dm) -> None:
+    """The resolved config and the data statistics, as every logger's hyper-parameters."""
+    for lg in loggers:
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        lg.log_hyperparams({f"data/{k}": v for k, v in dm.stats.items()})
 
 
 def objective(metrics: dict[str, float], name: str) -> float:
@@ -216,7 +220,7 @@ def evaluated_position(ckpt: str | None, trainer: pl.Trainer | None) -> dict[str
     return {"evaluated_checkpoint": ckpt or None, "evaluated_epoch": epoch, "evaluated_step": step}
 
 
-def _is_multi(cfg: DictConfig) -> bool:
+def is_multi(cfg: DictConfig) -> bool:
     return OmegaConf.is_list(cfg.optimized_metric)
 
 
@@ -224,11 +228,11 @@ def _prefixed(trainer: pl.Trainer, prefix: str) -> dict[str, float]:
     return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(prefix)}
 
 
-def _wandb_name(cfg: DictConfig, name: str) -> dict[str, Any]:
+def wandb_name(cfg: DictConfig, name: str) -> dict[str, Any]:
     return {"name": name} if "wandb" in (cfg.get("logger") or {}) else {}
 
 
-def _write_run(cfg, folder: Path, module, dm, metrics, t0, knobs, best, evaluated, trainer):
+def write_run(cfg, folder: Path, module, dm, metrics, t0, knobs, best, evaluated, loggers):
     """metrics.json, recommendations.parquet and the W&B summary and table of one run."""
     from divrec.run.artifacts import recommendations_frame, write_metrics, write_recommendations
     from divrec.run.wandb_log import log_recommendation_table
@@ -252,17 +256,16 @@ def _write_run(cfg, folder: Path, module, dm, metrics, t0, knobs, best, evaluate
         meta["overrides"] = [*meta["overrides"], *(f"{k}={v}" for k, v in knobs.items())]
         meta["run_name"] = f"{Path(cfg.paths.output_dir).name}/{folder.name}"
     write_metrics(folder / "metrics.json", metrics, meta)
-    _summarise(trainer.loggers, metrics, evaluated)
-    log_recommendation_table(list(trainer.loggers), recs, dm)
+    _summarise(loggers, metrics, evaluated)
+    log_recommendation_table(list(loggers), recs, dm)
 
 
 def _summarise(loggers, metrics: dict[str, float], evaluated: dict[str, Any]) -> None:
     """W&B run summary = ``metrics.json``: the last logged ``val/*`` is fit's last epoch."""
-    from lightning.pytorch.loggers import WandbLogger
+    from divrec.run.wandb_log import wandb_loggers
 
-    for lg in loggers:
-        if isinstance(lg, WandbLogger):
-            lg.experiment.summary.update({**metrics, **evaluated})
+    for lg in wandb_loggers(loggers):
+        lg.experiment.summary.update({**metrics, **evaluated})
 
 
 def _resume_path(cfg: DictConfig, out: Path) -> str | None:
@@ -270,7 +273,7 @@ def _resume_path(cfg: DictConfig, out: Path) -> str | None:
 
 
 def run_meta(
-    cfg: DictConfig, dm: RecDataModule | None, t0: float, status: str, error: str | None = None
+    cfg: DictConfig, dm: RecData | None, t0: float, status: str, error: str | None = None
 ) -> dict[str, Any]:
     """The ``meta`` block of ``metrics.json``."""
     from hydra.core.hydra_config import HydraConfig
@@ -298,11 +301,12 @@ def run_meta(
     }
 
 
-def _print_stats(stats: dict[str, Any]) -> None:
+def print_table(stats: dict[str, Any], title: str = "dataset") -> None:
+    """``stats`` as a two-column table on stderr."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="dataset", show_header=False)
+    table = Table(title=title, show_header=False)
     for k, v in stats.items():
         table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
     Console(stderr=True).print(table)
@@ -343,7 +347,7 @@ def run(cfg: DictConfig) -> float | tuple[float, ...]:
             log.error("could not write metrics.json for the failed run: %s", w)
         if _is_multirun():
             log.error("job failed (%s); the sweep continues with NaN", msg)
-            return tuple(math.nan for _ in cfg.optimized_metric) if _is_multi(cfg) else math.nan
+            return tuple(math.nan for _ in cfg.optimized_metric) if is_multi(cfg) else math.nan
         if isinstance(e, DivrecError) and not os.environ.get("DIVREC_TRACEBACK"):
             raise SystemExit(f"error: {e}") from None
         raise

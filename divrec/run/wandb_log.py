@@ -145,11 +145,17 @@ def sample_table(recs: pd.DataFrame, dm, n_users: int = 20, k: int = 10) -> pd.D
     return pd.DataFrame(rows)
 
 
+def wandb_loggers(loggers: list) -> list:
+    """The Lightning ``WandbLogger`` objects among ``loggers`` (none, and nothing imported,
+    when Lightning's loggers were never loaded: a closed-form run without W&B)."""
+    module = sys.modules.get("lightning.pytorch.loggers.wandb")
+    if module is None:
+        return []
+    return [lg for lg in loggers if isinstance(lg, module.WandbLogger)]
+
+
 def log_recommendation_table(loggers: list, recs: pd.DataFrame, dm) -> None:
     """Log :func:`sample_table` to every W&B logger of the run."""
-    from lightning.pytorch.loggers import WandbLogger
-
-    for lg in loggers:
-        if isinstance(lg, WandbLogger):
-            table = sample_table(recs, dm)
-            lg.log_table("recommendations", dataframe=table)
+    for lg in wandb_loggers(loggers):
+        table = sample_table(recs, dm)
+        lg.log_table("recommendations", dataframe=table)

@@ -85,7 +85,7 @@ def test_nan_scores_name_the_batch_row():
 
 
 def test_eval_errors_name_the_user_id():
-    from divrec.evaluation.module import _name_users
+    from divrec.evaluation.ranking import _name_users
 
     msg = _name_users(
         "rerank: scores contain NaN or +inf (user row 1)",
