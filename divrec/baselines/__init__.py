@@ -12,6 +12,7 @@ from divrec.baselines.base import Baseline, is_int
 from divrec.baselines.bpr import BPR, PairwiseBaseline
 from divrec.baselines.buy_again import BuyAgain
 from divrec.baselines.ease import EASE
+from divrec.baselines.fusion import Fusion
 from divrec.baselines.itemknn import ItemKNN
 from divrec.baselines.lightgcn import LightGCN
 from divrec.baselines.pop import Pop
@@ -24,6 +25,7 @@ BASELINES: dict[str, type[Baseline]] = {
     "bpr": BPR,
     "lightgcn": LightGCN,
     "buy_again": BuyAgain,
+    "fusion": Fusion,
 }
 
 _SIZE_ARGS = ("n_users", "n_items")
@@ -71,6 +73,7 @@ __all__ = [
     "EASE",
     "Baseline",
     "BuyAgain",
+    "Fusion",
     "ItemKNN",
     "LightGCN",
     "PairwiseBaseline",
