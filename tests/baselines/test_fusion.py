@@ -124,11 +124,13 @@ def _run(tmp_path_factory, tiny_model_dir, cache, *overrides: str) -> Path:
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory, tiny_model_dir, shared_cache):
     args = (tmp_path_factory, tiny_model_dir, shared_cache)
-    return {
+    runs = {
         "pop": _run(*args, "model=pop"),
         "itemknn": _run(*args, "model=itemknn"),
         "tt": _run(*args, "model.user_tower=history"),
     }
+    runs["tt_ckpt"] = next((runs["tt"] / "checkpoints").glob("epoch*.ckpt"))  # a checkpoint path
+    return runs
 
 
 def _fuse(tmp_path, tiny_model_dir, shared_cache, runs_weights, *extra: str) -> dict:
@@ -141,7 +143,8 @@ def _fuse(tmp_path, tiny_model_dir, shared_cache, runs_weights, *extra: str) -> 
 
 
 def _metrics(run: Path) -> dict:
-    return json.loads((run / "metrics.json").read_text())
+    folder = run.parent.parent if run.suffix == ".ckpt" else run
+    return json.loads((folder / "metrics.json").read_text())
 
 
 def _same_metrics(got: dict, want: dict) -> None:
@@ -151,7 +154,7 @@ def _same_metrics(got: dict, want: dict) -> None:
         assert got[k] == pytest.approx(want[k], abs=1e-6), k
 
 
-@pytest.mark.parametrize(("a", "b"), [("pop", "itemknn"), ("tt", "pop")])
+@pytest.mark.parametrize(("a", "b"), [("pop", "itemknn"), ("tt", "pop"), ("itemknn", "tt_ckpt")])
 def test_one_hot_weights_reproduce_each_part(parts, tmp_path, tiny_model_dir, shared_cache, a, b):
     first = _fuse(tmp_path, tiny_model_dir, shared_cache, [(parts[a], 1.0), (parts[b], 0.0)])
     _same_metrics(first, _metrics(parts[a]))
