@@ -146,7 +146,11 @@ def _parse_parts(parts: Any) -> list[dict[str, Any]]:
         require(not extra, f"fusion: parts[{i}]: unknown key(s) {extra}; allowed: run, weight")
         run, w = p.get("run"), p.get("weight", 1.0)
         require(
-            isinstance(run, str | Path) and str(run).strip() != "",
+            run not in (None, "", "???"),
+            f"fusion: parts[{i}].run is not set (model.options.parts.{i}.run=<run folder>)",
+        )
+        require(
+            isinstance(run, str | Path),
             f"fusion: parts[{i}].run must be a run folder or checkpoint path, got {run!r}",
         )
         require(
@@ -155,6 +159,8 @@ def _parse_parts(parts: Any) -> list[dict[str, Any]]:
         )
         out.append({"run": str(run), "weight": float(w)})
     require(any(p["weight"] > 0 for p in out), "fusion: all part weights are 0")
+    for p in out:  # before the run's reference vectors are computed
+        part_folder(p["run"])
     return out
 
 

@@ -30,30 +30,32 @@ A = torch.tensor([[9.0, 1, 2, 3], [4, 4, 4, 8]])
 B = torch.tensor([[0.0, 6, 0, 3], [1, 2, 3, 0]])
 
 
-def _fitted(monkeypatch, weights, **options) -> torch.Tensor:
-    tables = {"a": A, "b": B}
+def _fitted(monkeypatch, tmp_path, weights, **options) -> torch.Tensor:
+    tables = {str(tmp_path / "a"): A, str(tmp_path / "b"): B}
+    for run in tables:
+        Path(run).mkdir()
     monkeypatch.setattr(fusion_mod, "check_part", lambda run, data: Path(run))
     monkeypatch.setattr(fusion_mod, "part_scores", lambda run, data, bs: tables[run])
-    parts = [{"run": r, "weight": w} for r, w in zip("ab", weights, strict=True)]
+    parts = [{"run": r, "weight": w} for r, w in zip(tables, weights, strict=True)]
     model = build_baseline("fusion", n_users=2, n_items=4, parts=parts, **options)
     model.run_data = RunData(["u0", "u1"], ["i0", "i1", "i2", "i3"], "fp")
     model.fit(TRAIN)
     return model.score(torch.tensor([0, 1]))
 
 
-def test_z_mix_matches_hand_computation(monkeypatch):
+def test_z_mix_matches_hand_computation(monkeypatch, tmp_path):
     # u0 over items 1-3: A [1, 2, 3] -> mean 2, std sqrt(2/3); B [6, 0, 3] -> mean 3, std
     # sqrt(6). u1 over items 0-2: A constant (std 0) -> 0; B [1, 2, 3] -> mean 2, std sqrt(2/3).
     za_u0 = S * torch.tensor([7.0, -1, 0, 1])
     zb_u0 = S * torch.tensor([-1.0, 1, -1, 0])
     zb_u1 = S * torch.tensor([-1.0, 0, 1, -2])
     want = torch.stack([za_u0 + 0.5 * zb_u0, 0.5 * zb_u1])
-    torch.testing.assert_close(_fitted(monkeypatch, [1.0, 0.5]), want)
+    torch.testing.assert_close(_fitted(monkeypatch, tmp_path, [1.0, 0.5]), want)
 
 
-def test_z_over_all_items(monkeypatch):
+def test_z_over_all_items(monkeypatch, tmp_path):
     # exclude_train=false: u0's A over all 4 items [9, 1, 2, 3]: mean 3.75, population std
-    got = _fitted(monkeypatch, [1.0, 0.0], exclude_train=False)
+    got = _fitted(monkeypatch, tmp_path, [1.0, 0.0], exclude_train=False)
     a = np.array([9.0, 1, 2, 3])
     want = (a - 3.75) / math.sqrt(((a - 3.75) ** 2).mean())
     np.testing.assert_allclose(got[0].numpy(), want, rtol=1e-6)
@@ -76,6 +78,8 @@ def test_minmax_and_rrf_by_hand():
         ([{"run": "a", "weight": float("nan")}], "finite number"),
         ([{"run": "a", "wieght": 1.0}], "unknown key"),
         ([], "non-empty list"),
+        ([{"run": "???", "weight": 1.0}], r"parts\[0\]\.run is not set"),
+        ([{"run": "/no/such/run", "weight": 1.0}], "no such run folder"),
     ],
 )
 def test_bad_weights_refused(parts, match):
