@@ -23,6 +23,7 @@ _WHERE = {
     "bpr": ("bpr", "BPR"),
     "lightgcn": ("lightgcn", "LightGCN"),
     "buy_again": ("buy_again", "BuyAgain"),
+    "fusion": ("fusion", "Fusion"),
 }
 _CLASSES = {cls: mod for mod, cls in _WHERE.values()} | {"PairwiseBaseline": "bpr"}
 
@@ -99,6 +100,7 @@ __all__ = [
     "EASE",
     "Baseline",
     "BuyAgain",
+    "Fusion",
     "ItemKNN",
     "LightGCN",
     "PairwiseBaseline",

@@ -32,6 +32,7 @@ class Baseline(nn.Module):
     needs_training: bool = False
     uses_counts: bool = False  # True: fit gets summed row weights per (user, item), not 0/1
     needs_item_vectors: bool = False  # True: fit also gets item_vectors [N, H] (text space)
+    needs_run: bool = False  # True: build_module calls bind_run(dm) before fit (fusion)
 
     def __init__(self) -> None:
         super().__init__()

@@ -89,6 +89,8 @@ def build_module(cfg: DictConfig, dm: RecData, lightning: bool = True) -> Rankin
             evaluation=evaluation,
             rerank_cfg=rerank_cfg,
         )
+        if module.baseline.needs_run:  # fusion: its parts are checked against this run
+            module.baseline.bind_run(dm)
         text = module.baseline.needs_item_vectors  # e.g. EASE's text prior
         ref = reference_embeddings(cfg, dm, cache_cfg) if text or _needs_reference(cfg) else None
         module.attach(dm, ref)
