@@ -118,6 +118,7 @@ def test_whole_catalogue_rerank_falls_back_to_exact() -> None:
     assert fetch_size(10, {"name": "mmr", "candidates": None}, 3, 5) is None
     assert fetch_size(10, {"name": "none"}, 3, 5) == 18
     assert fetch_size(10, {"name": "mmr", "candidates": 200}, 3, 5) == 208
+    assert fetch_size(10, {"name": "mmr"}, 3, 5) == 208  # the Ranker's default M = 200
     items = clustered(500, 8, 5)
     index = open_index(None, items, AnnConfig(kind="ivf", nlist=5))
     t = torch.from_numpy(items)

@@ -22,13 +22,17 @@ from divrec.serve.ann import AnnIndex
 
 
 def fetch_size(k: int, rerank_cfg: dict[str, Any], n_seen: int, margin: int) -> int | None:
-    """Candidates to ask the index for; None when the re-ranker needs the whole catalogue."""
-    if rerank_cfg.get("name", "none") == "none":
+    """Candidates to ask the index for; None when the re-ranker needs the whole catalogue.
+
+    M is ``k`` without a re-ranker, else the re-ranker's candidate count as the Ranker reads
+    it (a missing ``candidates`` key is the Ranker's default)."""
+    ranker = Ranker.from_config(rerank_cfg)
+    if ranker.name == "none":
         need = k
-    elif rerank_cfg.get("candidates") is None:
+    elif ranker.candidates is None:
         return None
     else:
-        need = max(k, int(rerank_cfg["candidates"]))
+        need = max(k, int(ranker.candidates))
     return need + n_seen + margin
 
 
