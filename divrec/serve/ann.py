@@ -53,7 +53,7 @@ class AnnConfig:
     margin: int = 50  # candidates fetched beyond k + the history's length
     recall_k: int = 100  # K of the recall line logged at build/load
     recall_queries: int = 200  # users sampled for that line
-    train_size: int = 100_000  # ivf: vectors the k-means trains on (a seeded sample)
+    train_size: int | None = None  # ivf: k-means sample (None: 40 per list, FAISS's minimum)
     threads: int | None = None  # FAISS threads (None: its default, all cores)
 
     @classmethod
@@ -76,7 +76,7 @@ class AnnConfig:
             raise ConfigError(f"serve.ann.kind: '{cfg.kind}' unknown; choose from {list(KINDS)}")
         for name in names[1:]:
             value = getattr(cfg, name)
-            if name in ("nlist", "threads") and value is None:
+            if name in ("nlist", "threads", "train_size") and value is None:
                 continue
             low = 0 if name in ("margin", "min_items", "recall_queries") else 1
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
@@ -93,7 +93,8 @@ class AnnConfig:
         """Settings that change the saved index (a change makes a saved index stale)."""
         if kind == "ivf":
             nlist = self.nlist or int(4 * np.sqrt(n_items))
-            return {"nlist": max(1, min(nlist, n_items // 39 or 1)), "train_size": self.train_size}
+            nlist = max(1, min(nlist, n_items // 39 or 1))
+            return {"nlist": nlist, "train_size": min(n_items, self.train_size or 40 * nlist)}
         return {"hnsw_m": self.hnsw_m, "ef_construction": self.ef_construction}
 
 

@@ -184,7 +184,7 @@ def recommend(
             exclude_seen = m.module.mask_seen
         seen = seen if exclude_seen else None
         n_items = view.ctx.items.shape[0]
-        k = min(int(k), n_items - (int(seen.sum()) if seen is not None else 0))
+        k = min(int(k), n_items - (int(seen.count_nonzero()) if seen is not None else 0))
         if k <= 0:
             return pd.DataFrame(columns=["rank", "item_id", "title", "score", "because"])
         cfg = {**m.module.rerank_cfg, "name": rerank, "diversity": float(diversity)}
@@ -198,11 +198,8 @@ def recommend(
             )  # fmt: skip
         if found is None:
             scores = m.module.cf.score(m.module.net, q, view.ctx).float()  # [1, N']
-            ranker = Ranker.from_config(
-                cfg,
-                embeddings=F.normalize(view.embeddings.float(), dim=-1),
-                categories=view.categories,
-            )
+            emb = None if rerank == "none" else F.normalize(view.embeddings.float(), dim=-1)
+            ranker = Ranker.from_config(cfg, embeddings=emb, categories=view.categories)
             top = ranker.rank(scores, seen, k, user_cats)
             top_scores = scores.gather(1, top)
         else:

@@ -54,7 +54,7 @@ def rank_with_index(
     ``items [N', d]`` (N' >= the index's N), ``user_vec [1, d]``, ``seen [1, N']`` bool,
     ``embeddings [N', H]`` (re-ranker item space, unnormalised), ``categories [N', C]``.
     """
-    n_seen = int(seen.sum()) if seen is not None else 0
+    n_seen = int(seen.count_nonzero()) if seen is not None else 0
     fetch = fetch_size(k, rerank_cfg, n_seen, margin)
     if fetch is None or fetch >= items.shape[0]:
         return None
