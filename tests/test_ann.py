@@ -202,3 +202,12 @@ def test_missing_faiss_is_one_line(monkeypatch) -> None:
     monkeypatch.setattr(builtins, "__import__", no_faiss)
     with pytest.raises(ConfigError, match=r"serve\.ann\.kind=ivf needs FAISS: pip install"):
         import_faiss("ivf")
+
+
+def test_hnsw_returns_lists_longer_than_ef_search() -> None:
+    items = clustered(2000, 16, 10, seed=6)
+    index = open_index(None, items, AnnConfig(kind="hnsw", ef_search=16, recall_queries=0))
+    scores, ids = index.search(items[:3], 150)
+    assert ids.shape == (3, 150) and (ids >= 0).all()
+    assert (np.diff(scores, axis=1) <= 1e-6).all()  # best first
+    assert index.index.hnsw.efSearch == 16  # the index's own setting is unchanged

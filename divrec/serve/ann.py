@@ -110,6 +110,12 @@ def import_faiss(kind: str):
     return faiss
 
 
+def _set_threads(faiss: Any, cfg: AnnConfig) -> None:
+    """Apply ``serve.ann.threads`` (FAISS's OpenMP setting is process-wide)."""
+    if cfg.threads:
+        faiss.omp_set_num_threads(cfg.threads)
+
+
 def vectors_sha256(items: np.ndarray) -> str:
     """sha256 of a float32 C-contiguous [N, d] array's shape and bytes."""
     h = hashlib.sha256(str(items.shape).encode())
@@ -131,8 +137,7 @@ class AnnIndex:
     def build(cls, items: np.ndarray, cfg: AnnConfig, kind: str, seed: int = 0) -> AnnIndex:
         """Build a ``kind`` ("ivf" / "hnsw") index over ``items [N, d]`` (float32)."""
         faiss = import_faiss(kind)
-        if cfg.threads:
-            faiss.omp_set_num_threads(cfg.threads)
+        _set_threads(faiss, cfg)
         items = np.ascontiguousarray(items, np.float32)
         n, d = items.shape
         params = cfg.build_params(kind, n)
@@ -174,12 +179,10 @@ class AnnIndex:
         index could not fill."""
         q = np.ascontiguousarray(queries, np.float32)
         n = min(int(n), self.n_items)
-        if self.kind == "hnsw" and n > self.cfg.ef_search:
-            self.index.hnsw.efSearch = n  # HNSW cannot return more than ef candidates
-        scores, ids = self.index.search(q, n)
-        if self.kind == "hnsw":
-            self.index.hnsw.efSearch = self.cfg.ef_search
-        return scores, ids
+        if self.kind == "hnsw" and n > self.cfg.ef_search:  # HNSW returns at most ef items
+            faiss = import_faiss(self.kind)
+            return self.index.search(q, n, params=faiss.SearchParametersHNSW(efSearch=n))
+        return self.index.search(q, n)
 
     # ------------------------------------------------------------------ files
     def save(self, folder: str | Path) -> None:
@@ -220,6 +223,7 @@ class AnnIndex:
                 "replaced); delete both files to rebuild the index"
             )
         faiss = import_faiss(kind)
+        _set_threads(faiss, cfg)
         try:
             index = faiss.read_index(str(index_file))
         except RuntimeError as e:
