@@ -11,7 +11,7 @@ explanations); only the trained towers are replaced by identity heads over the s
 vectors, since no run at this size exists here. Each request is one fresh 20-item history,
 k = 10, seen items masked; latency is wall-clock per call after loading (the index built or
 read, one warm-up call). Exact is the same call without an index (the full [1, N] product).
-Writes ``results.json`` next to this file and prints a Markdown table for the README.
+Writes ``ann_results.json`` next to this file (``--out``) and prints it.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from torch import nn
 from divrec.models.cf import CFContext, CFScorer
 from divrec.models.pooling import MeanPooling
 from divrec.models.towers import TwoTower
-from divrec.serve.ann import AnnConfig, open_index
+from divrec.serve.ann import AnnConfig, open_index, recall_at_k
 from divrec.serve.recommend import LoadedModel, recommend
 
 HERE = Path(__file__).resolve().parent
@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--noise", type=float, default=1.0, help="per-dimension noise / centre scale")
     ap.add_argument("--kind", default="ivf", help="ivf | hnsw")
     ap.add_argument("--nprobe", type=int, default=48)
+    ap.add_argument("--sweep", default="4,8,16,32,48,96", help="ivf nprobe values for the table")
     ap.add_argument("--ef-search", type=int, default=256)
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--exact-requests", type=int, default=50)
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--threads", type=int, default=1, help="torch + FAISS threads (0: their defaults)"
     )
     ap.add_argument("--index-dir", default=None, help="where the index is saved (default: tmp)")
-    ap.add_argument("--out", default=str(HERE / "results.json"))
+    ap.add_argument("--out", default=str(HERE / "ann_results.json"))
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     if args.threads:
@@ -149,6 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
     build_s = time.perf_counter() - t0
     print(index.summary, flush=True)
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    del index  # one copy of the index in memory from here on
     t0 = time.perf_counter()
     reloaded = open_index(folder, items_np, cfg, qv)  # what a second load_model does
     load_s = time.perf_counter() - t0
@@ -162,6 +164,23 @@ def main(argv: list[str] | None = None) -> dict:
         search_t.append(time.perf_counter() - s)
     m = loaded_model(items, 20, args.seed)
     hists = [[f"i{i}" for i in h] for h in hist_idx[: args.requests]]
+    sweep = []
+    if reloaded.kind == "ivf":  # nprobe is a search setting: the same index serves each row
+        m.ann = reloaded
+        for nprobe in [int(v) for v in args.sweep.split(",") if v]:
+            reloaded.index.nprobe = nprobe
+            t, _ = time_requests(m, hists[:100], 10)
+            rec = recall_at_k(reloaded, items_np, qv, 100)
+            sweep.append(
+                {
+                    "nprobe": nprobe,
+                    "recall_at_100": round(rec, 4),
+                    "p50_ms": round(pct(t, 50), 2),
+                    "p95_ms": round(pct(t, 95), 2),
+                }
+            )
+            print(sweep[-1], flush=True)
+        reloaded.index.nprobe = args.nprobe
     m.ann = reloaded
     ann_t, ann_lists = time_requests(m, hists, 10)
     m.ann = None
@@ -206,6 +225,7 @@ def main(argv: list[str] | None = None) -> dict:
         "requests": len(ann_t),
         "exact_requests": n_exact,
         "mean_ms_ann": round(statistics.mean(ann_t) * 1e3, 2),
+        "nprobe_sweep": sweep,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
