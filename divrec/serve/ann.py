@@ -291,7 +291,7 @@ def open_index(
     queries = np.ascontiguousarray(queries[: cfg.recall_queries], np.float32)
     if len(queries):
         index.recall = recall_at_k(index, items, queries, cfg.recall_k)
-    settings = ", ".join(f"{k}={v}" for k, v in index.meta["params"].items())
+    settings = ", ".join(f"{k}={v}" for k, v in sorted(index.meta["params"].items()))
     search = f"nprobe={index.index.nprobe}" if kind == "ivf" else f"ef_search={cfg.ef_search}"
     recall = "n/a" if index.recall is None else f"{index.recall:.3f}"
     index.summary = (
