@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -19,6 +17,7 @@ from divrec.baselines.base import (
 )
 from divrec.errors import DataError
 from divrec.rerank.kernels import cpu_threads
+from divrec.utils.budget import Estimate, check_budget, parse_budget
 
 
 class EASE(Baseline):
@@ -40,14 +39,19 @@ class EASE(Baseline):
     solve is a Cholesky factorisation and the inverse from it (LAPACK potrf + potri, n³
     flops; ``np.linalg.inv`` costs 2n³), in float64 on the module's device (a float32 solve
     moves scores by ~1e-6 on ml-latest-small); B is stored float32 [A, A], so call
-    ``.to(device)`` before ``fit`` to solve on a GPU. A solve that cannot fit in memory is
-    refused before it starts.
+    ``.to(device)`` before ``fit`` to solve on a GPU. A solve whose peak memory
+    (:func:`memory_estimate`) exceeds ``max_memory_gb`` ("auto": the RAM / GPU memory
+    available) is refused in one line before anything large is allocated.
     """
 
     needs_training = False
 
     def __init__(
-        self, l2: float = 500.0, text_prior: float = 0.0, prior_neighbours: int = 100
+        self,
+        l2: float = 500.0,
+        text_prior: float = 0.0,
+        prior_neighbours: int = 100,
+        max_memory_gb: float | str = "auto",
     ) -> None:
         super().__init__()
         require(is_number(l2) and l2 > 0, f"EASE: l2 must be a number > 0, got {l2!r}")
@@ -62,6 +66,8 @@ class EASE(Baseline):
         self.l2 = float(l2)
         self.text_prior = float(text_prior)
         self.prior_neighbours = int(prior_neighbours)
+        parse_budget(max_memory_gb, "EASE")
+        self.max_memory_gb = max_memory_gb
         self.register_buffer("weights", torch.empty(0, 0))  # B, active rows: [A, C]
         self.register_buffer("active", torch.empty(0, dtype=torch.long))  # item indices [A]
         self.register_buffer("cols", torch.empty(0, dtype=torch.long))  # B's columns [C]
@@ -94,7 +100,22 @@ class EASE(Baseline):
                 f"EASE: text_prior > 0 needs item vectors [{x.shape[1]}, H], got "
                 f"{None if item_vectors is None else tuple(item_vectors.shape)}"
             )
-        _check_memory(len(active), x.shape[1] if prior else 0, device)
+        est = memory_estimate(
+            x,
+            active,
+            device,
+            prior_cols=x.shape[1] if prior else 0,
+            prior_dim=int(item_vectors.shape[1]) if prior else 0,
+            prior_neighbours=self.prior_neighbours,
+        )
+        check_budget(
+            est,
+            self.max_memory_gb,
+            f"EASE: the closed form over {len(active):,} items",
+            "shrink the catalogue (data.preprocess.kcore_item), use model=itemknn (never holds "
+            "[N, N]), or raise model.options.max_memory_gb",
+            device,
+        )
         xa = x[:, active].astype(np.float64)
         gram = torch.from_numpy((xa.T @ xa).toarray()).to(device)  # [A, A] float64
         gram.diagonal().add_(self.l2)
@@ -127,12 +148,12 @@ class EASE(Baseline):
         diagonal, so P(G + λαS) restricted to them is (I − λP) on the active columns plus
         λα·P·S[A, :]; the diagonal multipliers only touch the active columns."""
         s = prior_similarity(vectors, act, self.prior_neighbours).to(p.dtype)  # [A, N]
-        b = (self.l2 * self.text_prior) * (p @ s)  # λα·P S [A, N]
+        b = (p @ s).mul_(self.l2 * self.text_prior)  # λα·P S [A, N]
         del s
-        block = b[:, act] - self.l2 * p  # [A, A], + I below
+        block = b[:, act].add_(p, alpha=-self.l2)  # [A, A], + I below
         block.diagonal().add_(1.0)
         mu = block.diagonal() / p.diagonal()  # [A]
-        b[:, act] = block - p * mu.unsqueeze(0)
+        b[:, act] = block.addcmul_(p, mu.unsqueeze(0), value=-1.0)
         b[torch.arange(len(act), device=act.device), act] = 0.0  # exactly 0, not ~1e-16
         return b
 
@@ -160,23 +181,44 @@ def prior_similarity(vectors: torch.Tensor, rows: torch.Tensor, k: int) -> torch
     return s
 
 
-def _check_memory(n_active: int, n_prior: int, device: torch.device) -> None:
-    """DataError when the float64 solve over ``n_active`` items cannot fit in memory.
+def memory_estimate(
+    x: sp.csr_matrix,
+    active: np.ndarray,
+    device: torch.device,
+    prior_cols: int = 0,
+    prior_dim: int = 0,
+    prior_neighbours: int = 100,
+) -> Estimate:
+    """Bytes ``EASE.fit`` holds at once in each phase, for the checked [U, N] matrix ``x``
+    (float32 CSR) and its ``active`` items [A]; ``prior_cols`` = N with a text prior of
+    ``prior_dim``-dimensional vectors, else 0.
 
-    Peak: two float64 [A, A] matrices at a time (G and its Cholesky factor, then the factor
-    and P), 16 bytes per entry; with a text prior over ``n_prior`` columns also S and P·S
-    [A, N] (float64). Only checked on the CPU (available RAM from the OS).
+    X over the active items is float64 CSR (12 bytes per non-zero, + a CSR copy inside the
+    product); the sparse XᵀX has at most min(A², Σ_u deg_u²) non-zeros (12 bytes each) before
+    its dense float64 copy. Then two float64 [A, A] at a time (G and its Cholesky factor, the
+    factor and P), B float32 [A, A]; with the prior S float32/float64 [A, N], its column
+    top-k [k, N], P·S float64 [A, N] and B float32 [A, N] (see ``_with_prior``).
     """
-    need = 16 * n_active**2 + 16 * n_active * n_prior
-    if device.type != "cpu":
-        return
-    try:
-        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):  # not Linux: no estimate, no refusal
-        return
-    if need > avail:
-        raise DataError(
-            f"EASE: the closed form over {n_active:,} items needs about {need / 2**30:.1f} GiB "
-            f"of memory, {avail / 2**30:.1f} GiB are available; shrink the catalogue "
-            "(data.preprocess.kcore_item) or use model=itemknn"
-        )
+    a, nnz, n = len(active), int(x.nnz), prior_cols
+    where = "cuda" if device.type == "cuda" else "cpu"
+    gram_nnz = min(a * a, int(np.square(np.diff(x.indptr).astype(np.float64)).sum()))
+    e, aa = Estimate(), 8 * a * a  # one float64 [A, A]
+    e.add("sparse X and XᵀX, dense Gram float64 [A, A]", 24 * nnz + 12 * gram_nnz + aa)
+    if where == "cuda":
+        e.add("dense Gram float64 [A, A]", aa, where)
+    e.add("Gram + Cholesky factor float64 [A, A]", 2 * aa, where)
+    e.add("Cholesky factor + inverse float64 [A, A]", 2 * aa, where)
+    if not n:
+        e.add("inverse float64 + B float32 [A, A]", 1.5 * aa, where)
+        return e
+    k = min(prior_neighbours, a)
+    an = a * n
+    vectors = 8 * n * prior_dim  # item vectors and their normalised float32 copy [N, H]
+    e.add(
+        "text prior S float32 [A, N] + its top-k [k, N]", aa + 9 * an + 12 * k * n + vectors, where
+    )
+    e.add("text prior S float32 + float64 [A, N]", aa + 12 * an, where)
+    e.add("S + P·S float64 [A, N]", aa + 16 * an, where)
+    e.add("P·S float64 [A, N] + diagonal block [A, A]", 2 * aa + 8 * an, where)
+    e.add("B float64 + float32 [A, N]", aa + 12 * an, where)
+    return e

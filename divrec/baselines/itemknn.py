@@ -18,6 +18,7 @@ from divrec.baselines.base import (
 )
 from divrec.rerank.candidates import select_candidates
 from divrec.rerank.kernels import cpu_threads
+from divrec.utils.budget import Estimate, check_budget, parse_budget
 
 # Each similarity block [b, A] stays under ~2M cells: its temporaries (the sparse product, its
 # dense copy, the denominators, top-k's work) peak at ~50 MB instead of ~200 MB at 8M cells,
@@ -36,12 +37,17 @@ class ItemKNN(Baseline):
     nothing as a neighbour, exactly as in the full computation (and RecBole's). Stored as
     neighbour lists ``knn_idx``/``knn_sim`` [A, k] over active positions (row j holds j's
     neighbours), never a dense [N, N] matrix; the similarity is computed in blocks of target
-    items (dot products with scipy on the CPU, the rest on the module's device).
+    items (dot products with scipy on the CPU, the rest on the module's device), so a fit
+    holds one [b, A] block (b·A <= 8M cells) and the [A, k] lists; a fit whose peak
+    (:func:`memory_estimate`) exceeds ``max_memory_gb`` ("auto": what is available) is
+    refused in one line before it starts.
     """
 
     needs_training = False
 
-    def __init__(self, k: int = 100, shrink: float = 0.0) -> None:
+    def __init__(
+        self, k: int = 100, shrink: float = 0.0, max_memory_gb: float | str = "auto"
+    ) -> None:
         super().__init__()
         require(is_int(k) and k >= 1, f"ItemKNN: k must be an integer >= 1, got {k!r}")
         require(
@@ -50,6 +56,8 @@ class ItemKNN(Baseline):
         )
         self.k = int(k)
         self.shrink = float(shrink)
+        parse_budget(max_memory_gb, "ItemKNN")
+        self.max_memory_gb = max_memory_gb
         self.register_buffer("knn_idx", torch.empty(0, 0, dtype=torch.long))  # [A, k]
         self.register_buffer("knn_sim", torch.empty(0, 0))  # [A, k]
         self.register_buffer("active", torch.empty(0, dtype=torch.long))  # item indices [A]
@@ -70,12 +78,20 @@ class ItemKNN(Baseline):
         xa = x[:, active].tocsr()  # [U, A]; active keeps the item order, so ties are unchanged
         n_active = xa.shape[1]
         k = min(self.k, n_active)
+        check_budget(
+            memory_estimate(x, n_active, k, device),
+            self.max_memory_gb,
+            f"ItemKNN: {k} neighbours of {n_active:,} items",
+            "lower model.options.k, shrink the catalogue (data.preprocess.kcore_item), or "
+            "raise model.options.max_memory_gb",
+            device,
+        )
         xt = xa.T.tocsr()  # [A, U]; row j is the item column r_j
         norms = torch.from_numpy(np.sqrt(np.diff(xt.indptr)).astype(np.float32)).to(device)  # [A]
         # Row j of knn_idx lists j's neighbours in increasing item order (CSR rows of Wᵀ).
         knn_idx = torch.empty(n_active, k, dtype=torch.long, device=device)
         knn_sim = torch.empty(n_active, k, device=device)
-        block = max(1, min(n_active, _BLOCK_ELEMENTS // n_active))
+        block = block_rows(n_active)
         for start in range(0, n_active, block):
             end = min(start + block, n_active)
             # Sparse x sparse on the CPU costs sum over users of deg², far below A x nnz.
@@ -114,3 +130,29 @@ def neighbours(sim: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     idx, vals, _ = select_candidates(sim, k)
     idx, order = idx.sort(dim=1)
     return idx, vals.gather(1, order)
+
+
+def block_rows(n_active: int) -> int:
+    """Target items per similarity block: [b, A] stays under ``_BLOCK_ELEMENTS`` cells."""
+    return max(1, min(n_active, _BLOCK_ELEMENTS // n_active))
+
+
+def memory_estimate(x: sp.csr_matrix, n_active: int, k: int, device: torch.device) -> Estimate:
+    """Bytes ``ItemKNN.fit`` holds at once for the checked [U, N] float32 CSR ``x``.
+
+    Three CSR copies of X (CSC, active columns, transposed: 8 bytes per non-zero each, + 16
+    in the block product), the neighbour lists [A, k] (int64 + float32) and one block
+    [b, A]: its sparse dot products (at most b·A non-zeros, 8 bytes each), their dense
+    float32 copy, the denominator, and the top-k selection (int64 indices + float32 values).
+    """
+    cells = block_rows(n_active) * n_active
+    host = 40 * x.nnz + 12 * cells  # CSR copies, the sparse block and its dense copy
+    dev = 12 * n_active * k + 20 * cells  # lists; dense block, denominator, top-k
+    e = Estimate()
+    phase = "CSR copies of X, one similarity block [b, A], neighbour lists [A, k]"
+    if device.type == "cuda":
+        e.add(phase, host)
+        e.add(phase, dev, "cuda")
+    else:
+        e.add(phase, host + dev - 4 * cells)  # the dense block is not copied
+    return e

@@ -235,7 +235,7 @@ class TwoTowerSchema:
     """``model`` with ``kind: two_tower`` (conf/model/two_tower.yaml)."""
 
     kind: str = opt("two_tower", "model family", choices=lambda: MODEL_KINDS)
-    user_tower: str = opt("text", "user tower input", choices=lambda: USER_TOWERS)
+    user_tower: str = opt("history", "user tower input", choices=lambda: USER_TOWERS)
     share_encoder: bool = opt(True, "one encoder for users and items")
     head_hidden: int = opt(512, "hidden width of each residual head", ge=1)
     projection_dim: int | None = opt(None, "output size (null: encoder width)", ge=1)

@@ -48,11 +48,11 @@ def encode(m: LoadedModel, encoder, texts: list[str], max_len: int) -> torch.Ten
 def base_view(m: LoadedModel) -> View:
     cat = m.dm.catalogue
     ref = m.module.reference_embeddings
-    return View(
+    return View(  # the catalogue's own lists (never mutated: copying them costs O(N) a call)
         m.ctx,
-        list(cat.item_ids),
-        list(cat.titles),
-        dict(cat.index),
+        cat.item_ids,
+        cat.titles,
+        cat.index,
         m.module.categories,
         ref if ref is not None else m.ctx.items,
     )

@@ -23,6 +23,10 @@ where the run allowed it (``model.cache.bf16``) and the device has native bf16 (
 AVX512-BF16/AMX CPU); elsewhere float32, which may differ from a cache filled under bf16 by
 bf16 rounding only.
 
+ANN retrieval (``serve.ann``, :mod:`divrec.serve.ann`): with an index, a request fetches
+``M + |seen| + margin`` candidates from it, re-scores them exactly and ranks them as above;
+``auto`` uses one from 100,000 items on (two-tower scoring only), below that the full product.
+
 Re-rankers: ``mmr``/``dpp`` use the frozen encoder's mean-pooled vectors when the run has them
 (frozen backbone, mean pooling), else the model's item vectors; ``xquad`` the history's
 category distribution.
@@ -48,6 +52,7 @@ from divrec.models.cf import CFContext, Query
 from divrec.models.explain import explain
 from divrec.serve.catalogue import View, base_view, encode, extend
 from divrec.serve.loading import check_hparams, load_checkpoint, load_weights, locate, read_items
+from divrec.serve.retrieval import open_for_model, rank_with_index
 
 log = logging.getLogger(__name__)
 QUERY_USER = "__query__"
@@ -64,10 +69,14 @@ class LoadedModel:
     ctx: CFContext
     tokenizer: Any
     bf16: bool | str = False  # the run's model.cache.bf16
+    ann: Any = None  # divrec.serve.ann.AnnIndex over ctx.items, or None (exact scoring)
 
 
-def load_model(checkpoint_path: str | Path, device: str = "cpu") -> LoadedModel:
-    """Rebuild a run's module + data module and load its trained weights (offline)."""
+def load_model(checkpoint_path: str | Path, device: str = "cpu", ann: Any = None) -> LoadedModel:
+    """Rebuild a run's module + data module and load its trained weights (offline).
+
+    ``ann``: the ``serve.ann`` settings (a kind string or a dict), default the run config's
+    (``auto`` for runs saved without them); the index is loaded or built here."""
     from omegaconf import OmegaConf
 
     from divrec.run.build import build_datamodule, build_module
@@ -93,7 +102,11 @@ def load_model(checkpoint_path: str | Path, device: str = "cpu") -> LoadedModel:
     with torch.inference_mode():
         ctx = module.build_context()
     bf16 = (cfg.model.get("cache") or {}).get("bf16", False)
-    return LoadedModel(module, dm, run, ckpt, ctx, load_tokenizer(dm.tokenizer_path), bf16)
+    m = LoadedModel(module, dm, run, ckpt, ctx, load_tokenizer(dm.tokenizer_path), bf16)
+    if ann is None and cfg.get("serve") is not None and cfg.serve.get("ann") is not None:
+        ann = OmegaConf.to_container(cfg.serve.ann, resolve=True)
+    m.ann = open_for_model(m, ann, int(cfg.get("seed", 0) or 0))
+    return m
 
 
 # --------------------------------------------------------------------- recommend
@@ -177,11 +190,11 @@ def recommend(
         else:
             view = base_view(m) if catalogue is None or not len(catalogue) else extend(m, catalogue)
             q, seen, user_cats = _history_user(m, view, history)
-        scores = m.module.cf.score(m.module.net, q, view.ctx).float()  # [1, N']
         if exclude_seen is None:
             exclude_seen = m.module.mask_seen
         seen = seen if exclude_seen else None
-        k = min(int(k), scores.shape[1] - (int(seen.sum()) if seen is not None else 0))
+        n_items = view.ctx.items.shape[0]
+        k = min(int(k), n_items - (int(seen.count_nonzero()) if seen is not None else 0))
         if k <= 0:
             return pd.DataFrame(columns=["rank", "item_id", "title", "score", "because"])
         cfg = {**m.module.rerank_cfg, "name": rerank, "diversity": float(diversity)}
@@ -189,12 +202,23 @@ def recommend(
             cfg["temperature"] = temperature
         if cfg.get("candidates") is not None:
             cfg["candidates"] = max(k, int(cfg["candidates"]))
-        ranker = Ranker.from_config(
-            cfg, embeddings=F.normalize(view.embeddings.float(), dim=-1), categories=view.categories
-        )
-        uid = m.dm.user_index[str(user)] if user is not None else 0
-        users = torch.tensor([uid], device=scores.device)
-        top = ranker.rank(scores, seen, k, user_cats, users=users, sample=request)
+        found = None
+        stochastic = rerank == "plackett_luce"  # keyed by catalogue positions: exact scoring
+        if m.ann is not None and not stochastic:  # candidates from the index, re-scored exactly
+            found = rank_with_index(
+                m.ann, view.ctx.items, q.user_vecs, seen, k, cfg, view.embeddings,
+                view.categories, user_cats, m.ann.cfg.margin,
+            )  # fmt: skip
+        if found is None:
+            scores = m.module.cf.score(m.module.net, q, view.ctx).float()  # [1, N']
+            emb = None if rerank == "none" else F.normalize(view.embeddings.float(), dim=-1)
+            ranker = Ranker.from_config(cfg, embeddings=emb, categories=view.categories)
+            uid = m.dm.user_index[str(user)] if user is not None else 0
+            users = torch.tensor([uid], device=scores.device)
+            top = ranker.rank(scores, seen, k, user_cats, users=users, sample=request)
+            top_scores = scores.gather(1, top)
+        else:
+            top, top_scores = found
         n_explain = m.module.cf.explain if m.module.cf.explain > 0 else 3
         because = explain(m.module.net, q, view.ctx, top, view.titles, n_explain)[0]
         chosen = top[0].tolist()
@@ -203,7 +227,7 @@ def recommend(
                 "rank": range(1, len(chosen) + 1),
                 "item_id": [view.item_ids[i] for i in chosen],
                 "title": [view.titles[i] for i in chosen],
-                "score": scores[0, top[0]].cpu().numpy(),
+                "score": top_scores[0].cpu().numpy(),
                 "because": because if bool(q.mask.any()) else [""] * len(chosen),
             }
         )
@@ -259,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         "--exclude-seen", dest="exclude_seen", action="store_true", help="never list them"
     )
     ap.set_defaults(exclude_seen=None)
+    ap.add_argument("--ann", help="serve.ann.kind: auto | exact | ivf | hnsw (default: the run's)")
     ap.add_argument("--catalogue", help="extra items (csv/parquet/jsonl; categories 'a|b' in csv)")
     args = ap.parse_args(argv)
     from rich.console import Console
@@ -267,7 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     err = Console(stderr=True)
     try:
         t0 = time.perf_counter()
-        model = load_model(args.checkpoint)
+        model = load_model(args.checkpoint, ann=args.ann)
+        if model.ann is not None:
+            err.print(model.ann.summary)
         t1 = time.perf_counter()
         extra = read_items(args.catalogue) if args.catalogue else None
         history = None

@@ -129,10 +129,9 @@ def test_ease_matches_dense_inverse_with_empty_items_and_users() -> None:
 
 
 def test_ease_refuses_a_solve_that_cannot_fit_in_memory(monkeypatch) -> None:
-    import os
+    import divrec.utils.budget as budget
 
-    real = os.sysconf
-    monkeypatch.setattr(os, "sysconf", lambda name: 0 if name == "SC_AVPHYS_PAGES" else real(name))
+    monkeypatch.setattr(budget, "available_bytes", lambda *a, **k: 0)
     with pytest.raises(DataError, match=r"EASE: the closed form over 9 items needs about"):
         EASE(l2=1.0).fit(sp.csr_matrix(random_binary(2, (25, 9), 0.35)))
 
