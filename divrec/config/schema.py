@@ -45,13 +45,13 @@ def _bf16_modes() -> Iterable[Any]:
 
 
 def _fill_strategies() -> Iterable[str]:
-    from divrec.models.cache_fill import FILL_STRATEGIES
+    from divrec.models.fill_plan import FILL_STRATEGIES
 
     return FILL_STRATEGIES
 
 
 def _fill_accelerators() -> Iterable[str]:
-    from divrec.models.cache_fill import FILL_ACCELERATORS
+    from divrec.models.fill_plan import FILL_ACCELERATORS
 
     return FILL_ACCELERATORS
 

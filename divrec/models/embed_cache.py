@@ -30,7 +30,7 @@ from divrec.models.pretrained import weights_fingerprint
 from divrec.utils.io import atomic_path, fingerprint
 
 if TYPE_CHECKING:
-    from divrec.models.cache_fill import FillPlan
+    from divrec.models.fill_plan import FillPlan
 
 log = logging.getLogger(__name__)
 

@@ -136,8 +136,8 @@ def _cache(cfg: DictConfig):
 def reference_embeddings(cfg: DictConfig, dm: RecData, cache_cfg: dict) -> torch.Tensor:
     """The frozen pretrained encoder's mean-pooled item vectors [N, H] (the shared item space
     of re-rankers and ``ild_emb``), from the embedding cache."""
-    from divrec.models.cache_fill import fill_plan
     from divrec.models.embed_cache import cached_frozen_mean_embeddings, resolve_bf16
+    from divrec.models.fill_plan import fill_plan
 
     enc_cfg = cfg.model.encoder
     ref, _ = cached_frozen_mean_embeddings(  # the backbone loads only on a cache miss
@@ -164,8 +164,8 @@ def frozen_bases(module: RecModule, dm: RecData, cfg: DictConfig, cache_cfg: dic
     on-disk cache. User texts are cached in two files: the full-history texts (rows [0, U),
     what evaluation reads; the same file as a cache made before fold variants) and the
     training variants (rows [U, (F + 1) U)), each cut to its own longest text."""
-    from divrec.models.cache_fill import fill_plan
     from divrec.models.embed_cache import cached_pooled_embeddings, resolve_bf16
+    from divrec.models.fill_plan import fill_plan
 
     cache = _cache(cfg)
     plan = fill_plan(cache_cfg)  # model.cache.devices > 1: a sharded Lightning predict

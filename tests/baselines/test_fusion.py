@@ -21,7 +21,7 @@ from divrec.baselines import fusion as fusion_mod
 from divrec.baselines.fusion import RunData, normalise
 from divrec.errors import ConfigError, DataError
 from divrec.run.train import train
-from tests.conftest import ROOT, TINY_OVERRIDES
+from tests.conftest import ROOT, TINY_OVERRIDES, TWO_TOWER_KEYS
 
 S = math.sqrt(1.5)
 # user 0 trained on item 0, user 1 on item 3
@@ -97,11 +97,7 @@ def test_alignment_by_id():
 # ------------------------------------------------------------------ tiny trained runs
 def _cfg(out: Path, tiny_model_dir, cache, *overrides: str):
     baseline = any(o.startswith("model=") and o != "model=two_tower" for o in overrides)
-    tiny = [
-        o
-        for o in TINY_OVERRIDES
-        if not (baseline and o.startswith(("model.head_hidden", "model.id_embeddings")))
-    ]
+    tiny = [o for o in TINY_OVERRIDES if not (baseline and o.startswith(TWO_TOWER_KEYS))]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return hydra_compose(
             config_name="train",

@@ -13,9 +13,7 @@ import torch
 
 from divrec.errors import ConfigError, DataError
 from divrec.models.cache_fill import (
-    FillPlan,
     check_can_spawn,
-    fill_plan,
     merge_shards,
     shard_folder,
     slice_bounds,
@@ -28,6 +26,7 @@ from divrec.models.embed_cache import (
     pooled_key,
 )
 from divrec.models.encoder import TextEncoder
+from divrec.models.fill_plan import FillPlan, fill_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 TEXTS = [  # 7 texts: an odd count, so 2 ranks get 3 and 4 rows
@@ -160,7 +159,8 @@ def test_two_gloo_processes_fill_the_same_vectors_as_one(tiny_model_dir, tok, tm
 
 TORCHRUN_SCRIPT = """
 import sys, torch
-from divrec.models.cache_fill import FillPlan, fill_pooled
+from divrec.models.cache_fill import fill_pooled
+from divrec.models.fill_plan import FillPlan
 from divrec.models.embed_cache import EmbeddingCache
 from divrec.models.encoder import TextEncoder
 d = torch.load(sys.argv[1])
