@@ -30,7 +30,6 @@ class Catalogue:
     index: dict[str, int] = field(default_factory=dict)
     images: list[str] = field(default_factory=list)  # [N] image path/URL, "" for none
 
-
     def __post_init__(self) -> None:
         if not self.index:
             self.index = {iid: i for i, iid in enumerate(self.item_ids)}
