@@ -142,8 +142,14 @@ def build_tiny_vision(
     (``ViTModel``), ``clip_vision`` (``CLIPVisionModel``) or ``clip`` (a whole ``CLIPModel``
     with a tiny text tower and ``projection_dim = hidden // 2``). Images are resized to
     ``image_size`` (CLIP: shortest edge, then centre crop). Returns ``str(path)``."""
-    from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig, CLIPVisionModel
-    from transformers import ViTConfig, ViTModel
+    from transformers import (
+        CLIPConfig,
+        CLIPModel,
+        CLIPVisionConfig,
+        CLIPVisionModel,
+        ViTConfig,
+        ViTModel,
+    )
 
     if arch not in VISION_ARCHS:
         raise ValueError(f"arch: expected one of {VISION_ARCHS}, got {arch!r}")
