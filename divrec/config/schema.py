@@ -230,6 +230,21 @@ class CFSchema:
     learn: bool = opt(False, "hybrid: learn the weights")
 
 
+def _fusions() -> Iterable[str]:
+    from divrec.models.fusion import FUSIONS
+
+    return FUSIONS
+
+
+@dataclass
+class ImageSchema:
+    """``model.image``: frozen image vectors fused with the item text vector."""
+
+    encoder: str | None = opt(None, "local vision checkpoint folder (null: no images)")
+    fusion: str = opt("concat", "how text and image vectors combine", choices=_fusions)
+    batch_size: int = opt(64, "images per batch filling the image-vector cache", ge=1)
+
+
 @dataclass
 class TwoTowerSchema:
     """``model`` with ``kind: two_tower`` (conf/model/two_tower.yaml)."""
@@ -246,6 +261,7 @@ class TwoTowerSchema:
     encoder: EncoderSchema = opt(EncoderSchema, "text encoder")
     pooling: HistoryPoolingSchema = opt(HistoryPoolingSchema, "history pooling")
     cf: CFSchema | None = opt(CFSchema, "CF scoring variant")
+    image: ImageSchema = opt(ImageSchema, "item images")
     cache: CacheSchema = opt(CacheSchema, "embedding cache")
 
 
@@ -409,6 +425,14 @@ class TextSchema:
     user_prefix: str = opt("", "instruction prepended to user texts")
 
 
+@dataclass
+class ImagesSchema:
+    """``data.images`` (``divrec.data.images.image_refs``)."""
+
+    column: str | None = opt("image", "item column with an image path or URL")
+    root: str | None = opt(None, "folder relative image paths start from")
+
+
 def _source_loader(node: Any, parent: Any) -> tuple[Callable, tuple[str, ...]]:
     from divrec.data.sources import get_loader
 
@@ -436,6 +460,7 @@ class DataSchema:
     preprocess: PreprocessSchema = opt(PreprocessSchema, "interaction cleaning")
     split: SplitSchema = opt(SplitSchema, "train/valid/test split")
     text: TextSchema = opt(TextSchema, "text templates and lengths")
+    images: ImagesSchema = opt(ImagesSchema, "item images (path or URL column)")
 
 
 GROUPS: dict[str, type] = {

@@ -1,7 +1,8 @@
 """The item catalogue every later stage shares: dense indices, texts, categories, popularity.
 
 Contract (ARCHITECTURE.md): item index 0..N-1 maps to original ids both ways; categories as an
-[N, C] 0/1 matrix; popularity [N] counted from *training* interactions only.
+[N, C] 0/1 matrix; popularity [N] counted from *training* interactions only; images [N] as
+path/URL strings ("" for none), read only by models that use them.
 """
 
 from __future__ import annotations
@@ -27,10 +28,13 @@ class Catalogue:
     category_matrix: torch.Tensor
     popularity: torch.Tensor
     index: dict[str, int] = field(default_factory=dict)
+    images: list[str] = field(default_factory=list)  # [N] image path/URL, "" for none
 
     def __post_init__(self) -> None:
         if not self.index:
             self.index = {iid: i for i, iid in enumerate(self.item_ids)}
+        if not self.images:
+            self.images = [""] * len(self.item_ids)
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -45,8 +49,15 @@ class Catalogue:
         return [self.category_names[c] for c in row]
 
     @classmethod
-    def build(cls, items: pd.DataFrame, texts: list[str], train: pd.DataFrame) -> Catalogue:
-        """Catalogue over every item of ``items`` (cold items included)."""
+    def build(
+        cls,
+        items: pd.DataFrame,
+        texts: list[str],
+        train: pd.DataFrame,
+        images: list[str] | None = None,
+    ) -> Catalogue:
+        """Catalogue over every item of ``items`` (cold items included); ``images`` [N]:
+        image references (:func:`divrec.data.images.image_refs`)."""
         item_ids = items["item_id"].tolist()
         names = sorted({c for cats in items["categories"] for c in cats})
         col = {c: j for j, c in enumerate(names)}
@@ -64,4 +75,5 @@ class Catalogue:
             category_matrix=cats,
             popularity=torch.from_numpy(counts.astype(np.float32)),
             index=index,
+            images=list(images or []),
         )

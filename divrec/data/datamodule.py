@@ -29,6 +29,7 @@ from divrec.data.catalogue import Catalogue
 from divrec.data.clusters import check_cluster_args
 from divrec.data.dataset import RecDataset
 from divrec.data.history import History
+from divrec.data.images import check_images_cfg, image_refs
 from divrec.data.preprocess import preprocess
 from divrec.data.samplers import EpochShuffle, eval_sampler
 from divrec.data.sources import load_source
@@ -89,6 +90,7 @@ class RecData:
         categories_from: str = "source",
         n_clusters: int = 20,
         cluster_seed: int = 0,
+        images: dict | None = None,
         **source_args: Any,
     ) -> None:
         super().__init__()
@@ -105,6 +107,7 @@ class RecData:
             self.text_cfg = TextConfig(**dict(text or {}))
         except TypeError as e:
             raise ConfigError(f"data.text: {e}") from None
+        self.images_cfg = check_images_cfg(images)  # read by models with model.image
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
@@ -194,7 +197,8 @@ class RecData:
         ds, split, self.stats, texts, self.item_tokens, self.user_tokens = built
         item_texts, user_ids, user_texts, pair_rows, n_empty = texts
         self.dataset, self.split = ds, split
-        self.catalogue = Catalogue.build(ds.items, item_texts, split.train)
+        refs = image_refs(ds.items, **self.images_cfg)
+        self.catalogue = Catalogue.build(ds.items, item_texts, split.train, refs)
         self.user_ids = user_ids
         self.user_index = {u: i for i, u in enumerate(user_ids)}
         # [(F + 1) U]: rows [0, U) the full-history texts (eval, serving); the rest are the

@@ -1,5 +1,6 @@
-"""Tiny randomly initialised models for fast tests and smoke runs: a BERT (MiniLM's vocabulary)
-and decoder LMs (GPT-2, Llama, Qwen2) with an offline byte-level BPE tokenizer."""
+"""Tiny randomly initialised models for fast tests and smoke runs: a BERT (MiniLM's vocabulary),
+decoder LMs (GPT-2, Llama, Qwen2) with an offline byte-level BPE tokenizer, and vision
+encoders (ViT, CLIP's vision tower, a whole CLIP) with their image processors."""
 
 from __future__ import annotations
 
@@ -123,3 +124,66 @@ def build_tiny_decoder(
             **ids,
         )
     return _save_seeded(path, cls, config, tokenizer, seed)
+
+
+VISION_ARCHS = ("vit", "clip_vision", "clip")
+
+
+def build_tiny_vision(
+    path: str | Path,
+    arch: str = "vit",
+    hidden: int = 32,
+    layers: int = 2,
+    image_size: int = 32,
+    patch_size: int = 8,
+    seed: int = 0,
+) -> str:
+    """Save a random vision checkpoint and its image processor into ``path``: ``vit``
+    (``ViTModel``), ``clip_vision`` (``CLIPVisionModel``) or ``clip`` (a whole ``CLIPModel``
+    with a tiny text tower and ``projection_dim = hidden // 2``). Images are resized to
+    ``image_size`` (CLIP: shortest edge, then centre crop). Returns ``str(path)``."""
+    from transformers import (
+        CLIPConfig,
+        CLIPModel,
+        CLIPVisionConfig,
+        CLIPVisionModel,
+        ViTConfig,
+        ViTModel,
+    )
+
+    if arch not in VISION_ARCHS:
+        raise ValueError(f"arch: expected one of {VISION_ARCHS}, got {arch!r}")
+    sizes = {
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 2,
+        "intermediate_size": 2 * hidden,
+        "image_size": image_size,
+        "patch_size": patch_size,
+    }
+    if arch == "vit":
+        config, cls = ViTConfig(**sizes), ViTModel
+    elif arch == "clip_vision":
+        config, cls = CLIPVisionConfig(**sizes), CLIPVisionModel
+    else:
+        text = {k: v for k, v in sizes.items() if k not in ("image_size", "patch_size")}
+        text.update(vocab_size=64, max_position_embeddings=16, bos_token_id=0, eos_token_id=1)
+        config = CLIPConfig(text_config=text, vision_config=sizes, projection_dim=hidden // 2)
+        cls = CLIPModel
+    return _save_seeded(path, cls, config, _tiny_image_processor(arch, image_size), seed)
+
+
+def _tiny_image_processor(arch: str, image_size: int):
+    """ViT: resize to a square; CLIP: resize the shortest edge, centre crop (PIL backend)."""
+    try:  # transformers 5: the PIL backends by name (the plain names warn without torchvision)
+        from transformers import CLIPImageProcessorPil as ClipProcessor
+        from transformers import ViTImageProcessorPil as VitProcessor
+    except ImportError:
+        from transformers import CLIPImageProcessor as ClipProcessor
+        from transformers import ViTImageProcessor as VitProcessor
+
+    if arch == "vit":
+        return VitProcessor(size={"height": image_size, "width": image_size})
+    return ClipProcessor(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )

@@ -6,6 +6,10 @@ with a ``model.pooling`` from :mod:`divrec.models.pooling`: the head follows the
 except for target-aware poolings, which pool head-transformed history items).
 Both end in a residual head and L2 normalisation, so scores are cosines s_ui = <v_u, v_i>.
 
+With ``model.image.encoder`` set, each item's pooled text vector is first fused with its
+frozen image vector (:mod:`divrec.models.fusion`; vectors from
+:mod:`divrec.models.image_encoder`, attached with :meth:`TwoTower.attach_images`).
+
 Under ``finetune=frozen`` the backbone's pooled outputs for all items (and user texts) are
 computed once through :class:`~divrec.models.embed_cache.EmbeddingCache` and only the
 heads, ID embeddings and temperature train: the CPU default.
@@ -22,6 +26,7 @@ from torch import nn
 
 from divrec.errors import ConfigError
 from divrec.models.encoder import TextEncoder
+from divrec.models.fusion import FUSIONS, ImageFusion
 from divrec.models.pooling import build_history_pooling
 
 log = logging.getLogger(__name__)
@@ -66,6 +71,7 @@ class TwoTower(nn.Module):
         temperature: float = 0.05,
         learn_temperature: bool = True,
         pooling: dict | None = None,
+        image: dict | None = None,
     ) -> None:
         super().__init__()
         if user_tower not in ("text", "history"):
@@ -97,6 +103,9 @@ class TwoTower(nn.Module):
         self.user_tokens: tuple[torch.Tensor, torch.Tensor] | None = None
         self.register_buffer("item_base", torch.empty(0), persistent=False)
         self.register_buffer("user_base", torch.empty(0), persistent=False)
+        self.image_fusion = build_image_fusion(hidden, image)
+        self.register_buffer("item_image", torch.empty(0), persistent=False)  # [N, D]
+        self.register_buffer("item_has_image", torch.empty(0, dtype=torch.bool), persistent=False)
 
     @property
     def temperature(self) -> torch.Tensor:
@@ -116,6 +125,12 @@ class TwoTower(nn.Module):
         if user_base is not None:
             self.user_base = user_base.to(device)
 
+    def attach_images(self, vectors: torch.Tensor, has_image: torch.Tensor) -> None:
+        """Frozen image vectors of the catalogue ``[N, D]`` and the has-image mask ``[N]``."""
+        device = self.log_temperature.device
+        self.item_image = vectors.float().to(device)
+        self.item_has_image = has_image.bool().to(device)
+
     def _tokens(self, which: str, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         ids, mask = self.item_tokens if which == "item" else self.user_tokens
         m = mask[idx.cpu()]
@@ -131,7 +146,12 @@ class TwoTower(nn.Module):
             base = self.item_base[uniq]
         else:
             base = self.item_encoder.pool_backbone(*self._tokens("item", uniq))
-        v = self.item_head(base.float())
+        base = base.float()
+        if self.image_fusion is not None:
+            if self.item_image.numel() == 0:
+                raise ConfigError("model.image.encoder is set but no image vectors are attached")
+            base = self.image_fusion(base, self.item_image[uniq], self.item_has_image[uniq])
+        v = self.item_head(base)
         if self.item_id is not None:
             v = v + self.item_id(uniq)
         return F.normalize(v, dim=-1)[inverse]
@@ -232,3 +252,23 @@ class TwoTower(nn.Module):
     def user_vectors(self, batch: dict, item_vecs: torch.Tensor | None = None) -> torch.Tensor:
         """v_u for a batch -> [B, d]. ``item_vecs`` ([N, d]) avoids re-encoding history items."""
         return self.user_vectors_and_weights(batch, item_vecs)[0]
+
+
+IMAGE_KEYS = ("encoder", "fusion", "batch_size")
+
+
+def build_image_fusion(text_dim: int, image: dict | None) -> ImageFusion | None:
+    """The fusion module of ``model.image`` (None when ``image.encoder`` is null)."""
+    image = dict(image or {})
+    unknown = sorted(set(image) - set(IMAGE_KEYS))
+    if unknown:
+        raise ConfigError(f"model.image: unknown key(s) {unknown}; allowed {list(IMAGE_KEYS)}")
+    fusion = str(image.get("fusion", "concat"))
+    if fusion not in FUSIONS:
+        raise ConfigError(f"model.image.fusion: expected one of {FUSIONS}, got {fusion!r}")
+    if not image.get("encoder"):
+        return None
+    from divrec.models.image_encoder import image_feature_dim
+
+    dim = image_feature_dim(str(image["encoder"]))
+    return ImageFusion(text_dim, dim, fusion)

@@ -115,8 +115,42 @@ def build_module(cfg: DictConfig, dm: RecData, lightning: bool = True) -> Rankin
             ref = item_base
     if ref is None and _needs_reference(cfg):
         ref = reference_embeddings(cfg, dm, cache_cfg)
+    if module.net.image_fusion is not None:
+        module.net.attach_images(*image_vectors(cfg, dm, model_cfg["image"]))
     module.attach(dm, item_base, user_base, ref)
     return module
+
+
+def image_vectors(cfg: DictConfig, dm: RecDataModule, image_cfg: dict):
+    """Frozen image vectors of the catalogue ``[N, D]`` and its has-image mask ``[N]``: URLs
+    fetched once, vectors from the embedding cache (``model.image``, divrec.data.images)."""
+    from divrec.data.images import local_image_files, warn_missing
+    from divrec.models.image_encoder import cached_image_vectors
+
+    t0 = time.perf_counter()
+    files, missing = local_image_files(dm.catalogue.images, dm.cache_dir)
+    vectors, has, hit = cached_image_vectors(
+        _cache(cfg),
+        str(image_cfg["encoder"]),
+        files,
+        batch_size=int(image_cfg.get("batch_size", 64)),
+        device=_device(),
+    )
+    unreadable = sum(1 for f, h in zip(files, has.tolist(), strict=True) if f is not None and not h)
+    if unreadable:
+        missing["unreadable"] += unreadable
+    columns = list(dm.dataset.items.columns)
+    warn_missing(missing, len(files), dm.images_cfg.get("column"), columns)
+    dm.stats["images/with_image"] = int(has.sum())
+    dm.stats["cache/images_hit"] = bool(hit)
+    log.info(
+        "image vectors of %d/%d items %s in %.1f s",
+        int(has.sum()),
+        len(files),
+        "reused from cache" if hit else "computed",
+        time.perf_counter() - t0,
+    )
+    return vectors, has
 
 
 def _needs_reference(cfg: DictConfig) -> bool:

@@ -40,6 +40,10 @@ order listed, so the same arguments always give identical frames):
 9. **Ratings.** ``clip(rint(mu + q_item + N(0, 0.7)), 1, 5)`` with ``mu = 4.2`` when the
    item's leaf is one of the user's interests and ``2.6`` otherwise.
 
+With ``render_images=true`` each item also gets an ``image`` column: the path of a small PNG
+whose shape is its department's and whose colour is its leaf's, plus noise
+(:mod:`divrec.data.sources.shop_images`, its own random generator: nothing above changes).
+
 ``extra["user_interests"]`` (user_id -> leaf path strings) and ``extra["user_interest_weights"]``
 (user_id -> floats, same order) hold the ground truth; ``extra["category_tree"]`` the tree.
 """
@@ -52,6 +56,7 @@ import numpy as np
 import pandas as pd
 
 from divrec.data.dataset import CATEGORY_SEP, RecDataset
+from divrec.data.sources.shop_images import render_shop_images
 from divrec.data.sources.shop_vocab import AGE_GROUPS, AGE_PROBS, REGION_PROBS, REGIONS, TREE
 from divrec.errors import ConfigError
 
@@ -172,8 +177,14 @@ def load_shop_sim(
     seed: int = 0,
     start_timestamp: int = 1_600_000_000,
     noise: float = 0.1,
+    render_images: bool = False,
+    image_size: int = 32,
+    image_dir: str | None = None,
 ) -> RecDataset:
-    """Generate the simulated shop (see module docstring); deterministic in all arguments."""
+    """Generate the simulated shop (see module docstring); deterministic in all arguments.
+
+    ``render_images``: add an ``image`` column, the path of a ``image_size`` pixel PNG per
+    item drawn from its category, written once under ``image_dir`` (:mod:`.shop_images`)."""
     leaves = _leaves()
     n_leaves = len(leaves)
     _check(n_items, n_users, n_interactions, n_interests, zipf_a, noise, n_leaves)
@@ -187,6 +198,12 @@ def load_shop_sim(
     pop = (rng.permutation(n_items) + 1.0) ** -float(zipf_a)
     quality = rng.normal(0.0, 0.35, n_items)
     items = _item_frame(rng, leaves, leaf_of_item)
+    if render_images:  # its own generator: the shop's draws are the same with or without
+        depts = list(TREE)
+        dept_of_leaf = np.array([depts.index(lf["dept"]) for lf in leaves])
+        items["image"] = render_shop_images(
+            items["item_id"].tolist(), leaf_of_item, dept_of_leaf, seed, image_size, image_dir
+        )
 
     # items sorted by leaf; leaf_cum = leaf + within-leaf cumulative share (ends at leaf + 1)
     by_leaf = np.argsort(leaf_of_item, kind="stable")
