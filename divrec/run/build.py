@@ -121,7 +121,7 @@ def build_module(cfg: DictConfig, dm: RecData, lightning: bool = True) -> Rankin
     return module
 
 
-def image_vectors(cfg: DictConfig, dm: RecDataModule, image_cfg: dict):
+def image_vectors(cfg: DictConfig, dm: RecData, image_cfg: dict):
     """Frozen image vectors of the catalogue ``[N, D]`` and its has-image mask ``[N]``: URLs
     fetched once, vectors from the embedding cache (``model.image``, divrec.data.images)."""
     from divrec.data.images import local_image_files, warn_missing
