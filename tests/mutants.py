@@ -63,7 +63,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "EASE text prior: diagonal multipliers dropped",
         "divrec/baselines/ease.py",
-        r"b\[:, act\] = block - p \* mu\.unsqueeze\(0\)",
+        r"b\[:, act\] = block\.addcmul_\(p, mu\.unsqueeze\(0\), value=-1\.0\)",
         "b[:, act] = block",
         ("tests/baselines/test_ease_prior.py",),
     ),
@@ -204,7 +204,7 @@ MUTANTS: tuple[Mutant, ...] = (
     # --- repeat purchases (#19) --------------------------------------------------------------
     Mutant(
         "eval.mask_seen=false ignored (seen items still masked)",
-        "divrec/evaluation/module.py",
+        "divrec/evaluation/ranking.py",
         r"masked = seen if self\.mask_seen else None",
         "masked = seen",
         ("tests/baselines/test_buy_again.py::test_repeat_purchase_run_end_to_end",),
@@ -218,10 +218,39 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "buy_again fitted on a binarised matrix",
-        "divrec/baselines/module.py",
+        "divrec/baselines/core.py",
         r"    if not counts:\n",
         "    if True:\n",
         ("tests/baselines/test_buy_again.py",),
+    ),
+    # --- score fusion, stochastic lists, exposure, sampled negatives --------------------------
+    Mutant(
+        "fusion ignores the part weights",
+        "divrec/baselines/fusion.py",
+        r"fused\[rows\] \+= \(part\[\"weight\"\] \* z\)\.float\(\)",
+        "fused[rows] += z.float()",
+        ("tests/baselines/test_fusion.py",),
+    ),
+    Mutant(
+        "Plackett-Luce temperature ignored",
+        "divrec/rerank/plackett_luce.py",
+        r"keys = \(vals\.double\(\) / temperature \+ gumbel\)",
+        "keys = (vals.double() + gumbel)",
+        ("tests/rerank/test_plackett_luce.py",),
+    ),
+    Mutant(
+        "expected exposure without the rank discount",
+        "divrec/metrics/exposure.py",
+        r"return patience \*\* torch\.arange\(k, dtype=torch\.float64, device=device\)",
+        "return torch.ones(k, dtype=torch.float64, device=device)",
+        ("tests/metrics/test_exposure.py",),
+    ),
+    Mutant(
+        "sampled negatives' logQ correction added instead of subtracted",
+        "divrec/losses/negatives.py",
+        r"logits = logits - log_count\[cols\]",
+        "logits = logits + log_count[cols]",
+        ("tests/losses/test_negatives.py",),
     ),
 )
 
