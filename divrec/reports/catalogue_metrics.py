@@ -58,33 +58,49 @@ def run_catalogue(run: str | Path):
     return cat
 
 
+def run_category_values(
+    run: str | Path, lists: list[list[str]], truth: list[set[str]], ks: list[int]
+) -> dict[str, np.ndarray]:
+    """:func:`category_values` with the run's rebuilt catalogue; ``{}`` (one warning line)
+    when it cannot be rebuilt, has no category or lacks an item of the lists."""
+    cat = run_catalogue(run)
+    if cat is None:
+        return {}
+    try:
+        return category_values(cat, lists, truth, ks)
+    except DataError as exc:
+        log.warning("%s: %s left out: %s", run, ", ".join(CATALOGUE_METRICS), exc)
+        return {}
+
+
 def category_values(
     cat, lists: list[list[str]], truth: list[set[str]], ks: list[int], alpha: float = ALPHA
 ) -> dict[str, np.ndarray]:
     """``{"ild_cat": [users, len(ks)], ...}`` float64 of each user's list ``lists[u]`` (item
-    ids, best first, at least ``max(ks)``) against the truth ids ``truth[u]``."""
+    ids as strings, best first, at least ``max(ks)``) against the truth ids ``truth[u]``."""
     k_max = max(ks)
-    missing = {i for items in lists for i in items[:k_max] if i not in cat.index}
-    missing |= {i for t in truth for i in t if i not in cat.index}
+    index = {str(i): j for i, j in cat.index.items()}  # saved lists hold ids as strings
+    missing = {i for items in lists for i in items[:k_max] if i not in index}
+    missing |= {i for t in truth for i in t if i not in index}
     if missing:
         raise DataError(
             f"rebuilt catalogue lacks {len(missing)} listed/test item id(s), e.g. "
             f"{sorted(missing)[:3]}; the data changed since the run"
         )
     parts = [
-        _chunk(cat, lists[lo : lo + _USERS], truth[lo : lo + _USERS], ks, alpha)
+        _chunk(cat, index, lists[lo : lo + _USERS], truth[lo : lo + _USERS], ks, alpha)
         for lo in range(0, len(lists), _USERS)
     ]
     return {m: np.concatenate([p[m] for p in parts]) for m in CATALOGUE_METRICS}
 
 
-def _chunk(cat, lists, truth, ks: list[int], alpha: float) -> dict[str, np.ndarray]:
+def _chunk(cat, index, lists, truth, ks: list[int], alpha: float) -> dict[str, np.ndarray]:
     """:func:`category_values` of a few users (a ``[users, N]`` truth mask at a time)."""
     k_max = max(ks)
-    topk = torch.tensor([[cat.index[i] for i in items[:k_max]] for items in lists]).long()
+    topk = torch.tensor([[index[i] for i in items[:k_max]] for items in lists]).long()
     truth_mask = torch.zeros(len(lists), len(cat), dtype=torch.bool)
     for u, t in enumerate(truth):
-        truth_mask[u, [cat.index[i] for i in t]] = True
+        truth_mask[u, [index[i] for i in t]] = True
     cm = cat.category_matrix.float()  # as the evaluator holds it
     cats = cm[topk]  # [users, K, C]
     hits = truth_mask.gather(1, topk).double()

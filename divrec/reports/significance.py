@@ -22,7 +22,7 @@ from scipy import stats
 from divrec.errors import DataError
 from divrec.metrics.accuracy import ACCURACY_METRICS, accuracy
 from divrec.metrics.beyond import novelty, self_information
-from divrec.reports.catalogue_metrics import CATALOGUE_METRICS, category_values, run_catalogue
+from divrec.reports.catalogue_metrics import CATALOGUE_METRICS, run_category_values
 
 PER_USER = (*ACCURACY_METRICS, "novelty", *CATALOGUE_METRICS)
 
@@ -103,9 +103,7 @@ def per_user_metrics(run: str | Path, ks: list[int]) -> pd.DataFrame:
     )
     values = {"novelty": novelty(info, ks).numpy()}
     values |= {name: accuracy(name, hits, n_truth, ks).numpy() for name in ACCURACY_METRICS}
-    cat = run_catalogue(run)
-    if cat is not None:
-        values |= category_values(cat, list(lists), [truth[u] for u in users], ks)
+    values |= run_category_values(run, list(lists), [truth[u] for u in users], ks)
     cols = {}
     for name in PER_USER:
         for j, k in enumerate(ks):
