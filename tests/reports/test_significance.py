@@ -147,9 +147,13 @@ def test_sweep_report_with_baseline(two_runs, tmp_path):
     sig = pd.read_csv(out / "significance.csv")
     assert list(sig["run"]) == ["ease"]
     assert "test/ndcg@10 p_holm" in sig.columns
-    shown = [c for c in sig.columns if c.startswith("test/ild_cat@")]  # category rows too
-    if shown:
-        m = shown[0].rsplit(" ", 1)[0]
-        k = int(m.rsplit("@", 1)[1])
-        direct = compare_runs(sweep / "pop", sweep / "ease", [k]).set_index("metric")
-        assert sig[f"{m} diff"].iloc[0] == pytest.approx(direct.loc[m, "diff"])
+    # a category metric named in --metrics gets its paired test against the baseline too
+    out2 = tmp_path / "rep2"
+    shown = "test/ndcg@10,test/ild_cat@10,test/alpha_ndcg@10"
+    args = [str(sweep), "--baseline", str(sweep / "pop"), "--out", str(out2), "--metrics", shown]
+    assert main(args) == 0
+    sig = pd.read_csv(out2 / "significance.csv").set_index("run")
+    direct = compare_runs(sweep / "pop", sweep / "ease", [10]).set_index("metric")
+    for m in ("test/ild_cat@10", "test/alpha_ndcg@10"):
+        assert sig.loc["ease", f"{m} diff"] == pytest.approx(direct.loc[m, "diff"])
+        assert sig.loc["ease", f"{m} p_holm"] == pytest.approx(direct.loc[m, "p_t_holm"])
