@@ -59,6 +59,7 @@ _GLOBAL_FNS = {
 }
 # Users per internal chunk: keeps [users, K, max(K, C, d)] intermediates near this many elements.
 _CHUNK_ELEMENTS = 1 << 22
+ALPHA = 0.5  # alpha_ndcg's redundancy penalty (Clarke et al., 2008), the evaluator's default
 log = logging.getLogger(__name__)
 
 
@@ -177,7 +178,7 @@ class RankingEvaluator(nn.Module):
         user_interests: Tensor | None = None,
         user_history: Tensor | None = None,
         prefix: str = "test",
-        alpha: float = 0.5,
+        alpha: float = ALPHA,
         ee_patience: float = 0.5,
     ) -> None:
         super().__init__()

@@ -83,16 +83,18 @@ def write_baseline(result: dict[str, Any], folder: str, baseline: str) -> dict[s
     per-user metric; ``significance.md`` / ``.csv`` next to ``report.md``."""
     shown = [m for m in result["shown"] if _per_user(m)] or ["test/ndcg@10"]
     ks = cut_offs(shown)
-    rows = []
+    rows, n_tested = [], len(PER_USER) * len(ks)
     for _, run in result["df"][result["df"]["status"] == "ok"].iterrows():
         path = Path(folder) / str(run["run"])
         if path.resolve() == Path(baseline).resolve():
             continue
         cmp = compare_runs(baseline, path, ks).set_index("metric")
+        n_tested = len(cmp)
         row: dict[str, Any] = {"run": str(run["run"])}
         for m in shown:
-            row[f"{m} diff"] = cmp.loc[m, "diff"]
-            row[f"{m} p_holm"] = cmp.loc[m, "p_t_holm"]
+            known = m in cmp.index  # a category metric is absent without the catalogue
+            row[f"{m} diff"] = cmp.loc[m, "diff"] if known else float("nan")
+            row[f"{m} p_holm"] = cmp.loc[m, "p_t_holm"] if known else float("nan")
         rows.append(row)
     df = pd.DataFrame(rows)
     out = Path(result["markdown"]).parent
@@ -101,7 +103,7 @@ def write_baseline(result: dict[str, Any], folder: str, baseline: str) -> dict[s
         df.to_csv(tmp, index=False)
     head = (
         f"# significance vs baseline `{baseline}`\n\ndiff = run - baseline; p_holm: paired "
-        f"t-test over users, Holm over the {len(PER_USER) * len(ks)} per-user metrics at "
+        f"t-test over users, Holm over the {n_tested} per-user metrics at "
         f"@{', @'.join(map(str, ks))} of each run.\n\n"
     )
     with atomic_path(paths["markdown"]) as tmp:

@@ -2,8 +2,9 @@
 
 Per-user values are recomputed from each run's ``recommendations.parquet`` (top-K lists) and
 its saved ``split/`` (test items = truth, train = popularity) with divrec's own metric code
-(:mod:`divrec.metrics.accuracy`, :func:`divrec.metrics.beyond.novelty`), so their means are the
-run's ``metrics.json`` values. Per metric: paired t-test and Wilcoxon signed-rank
+(:mod:`divrec.metrics.accuracy`, :func:`divrec.metrics.beyond.novelty`; the category metrics
+of :mod:`divrec.reports.catalogue_metrics` from the run's rebuilt catalogue, left out with one
+warning when it cannot be rebuilt), so their means are the run's ``metrics.json`` values. Per metric: paired t-test and Wilcoxon signed-rank
 (``scipy.stats``), Cohen's d_z = mean(d) / sd(d) of the differences d = B - A, mean d with a
 95% t confidence interval, and Holm-adjusted p-values across the metrics.
 """
@@ -21,8 +22,9 @@ from scipy import stats
 from divrec.errors import DataError
 from divrec.metrics.accuracy import ACCURACY_METRICS, accuracy
 from divrec.metrics.beyond import novelty, self_information
+from divrec.reports.catalogue_metrics import CATALOGUE_METRICS, run_category_values
 
-PER_USER = (*ACCURACY_METRICS, "novelty")
+PER_USER = (*ACCURACY_METRICS, "novelty", *CATALOGUE_METRICS)
 
 
 def holm(p: np.ndarray) -> np.ndarray:
@@ -99,16 +101,20 @@ def per_user_metrics(run: str | Path, ks: list[int]) -> pd.DataFrame:
         [[float(info_of.get(i, unseen)) for i in items[:k_max]] for items in lists],
         dtype=torch.float64,
     )
+    values = {"novelty": novelty(info, ks).numpy()}
+    values |= {name: accuracy(name, hits, n_truth, ks).numpy() for name in ACCURACY_METRICS}
+    values |= run_category_values(run, list(lists), [truth[u] for u in users], ks)
     cols = {}
     for name in PER_USER:
-        vals = novelty(info, ks) if name == "novelty" else accuracy(name, hits, n_truth, ks)
         for j, k in enumerate(ks):
-            cols[f"test/{name}@{k}"] = vals[:, j].numpy()
+            if name in values:
+                cols[f"test/{name}@{k}"] = values[name][:, j]
     return pd.DataFrame(cols, index=pd.Index(users, name="user_id"))
 
 
 def compare_runs(run_a: str | Path, run_b: str | Path, ks: list[int]) -> pd.DataFrame:
-    """One row per metric: means, diff (B - A) with 95% CI, d_z, p-values and Holm-adjusted ones.
+    """One row per metric: means, diff (B - A) with 95% CI, d_z, p-values and Holm-adjusted ones
+    (Holm over every metric both runs have).
 
     DataError (one line) when the runs' saved splits differ, their users differ, or a file is
     missing."""
@@ -120,7 +126,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path, ks: list[int]) -> pd.Data
         only = len(set(a.index) ^ set(b.index))
         raise DataError(f"{a_dir} and {b_dir} evaluate different users ({only} not in both)")
     b = b.loc[a.index]
-    rows = [{"metric": m, **paired_tests(a[m].to_numpy(), b[m].to_numpy())} for m in a.columns]
+    both = [m for m in a.columns if m in b.columns]  # a run without its catalogue lacks some
+    rows = [{"metric": m, **paired_tests(a[m].to_numpy(), b[m].to_numpy())} for m in both]
     out = pd.DataFrame(rows)
     out.insert(1, "n_users", len(a))
     out["p_t_holm"] = holm(out["p_t"].to_numpy())

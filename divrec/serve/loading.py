@@ -43,6 +43,19 @@ def locate(path: str | Path) -> tuple[Path, Path]:
     return run, path
 
 
+def run_config(run: Path) -> Any:
+    """The run folder's saved ``.hydra/config.yaml`` (an OmegaConf DictConfig) with
+    ``paths.output_dir`` pointed at ``run`` (it was ``${hydra:runtime.output_dir}``)."""
+    from omegaconf import OmegaConf
+
+    cfg_file = run / ".hydra" / "config.yaml"
+    if not cfg_file.is_file():
+        raise DataError(f"{cfg_file}: missing; pass a checkpoint inside a divrec run folder")
+    cfg = OmegaConf.load(cfg_file)
+    cfg.paths.output_dir = str(run)
+    return cfg
+
+
 def _best_named(run: Path) -> Path | None:
     try:
         meta = json.loads((run / "metrics.json").read_text()).get("meta") or {}

@@ -51,7 +51,14 @@ from divrec.evaluation.pipeline import Ranker
 from divrec.models.cf import CFContext, Query
 from divrec.models.explain import explain
 from divrec.serve.catalogue import View, base_view, encode, extend
-from divrec.serve.loading import check_hparams, load_checkpoint, load_weights, locate, read_items
+from divrec.serve.loading import (
+    check_hparams,
+    load_checkpoint,
+    load_weights,
+    locate,
+    read_items,
+    run_config,
+)
 from divrec.serve.retrieval import open_for_model, rank_with_index
 
 log = logging.getLogger(__name__)
@@ -83,10 +90,7 @@ def load_model(checkpoint_path: str | Path, device: str = "cpu", ann: Any = None
 
     run, ckpt = locate(checkpoint_path)
     cfg_file = run / ".hydra" / "config.yaml"
-    if not cfg_file.is_file():
-        raise DataError(f"{cfg_file}: missing; pass a checkpoint inside a divrec run folder")
-    cfg = OmegaConf.load(cfg_file)
-    cfg.paths.output_dir = str(run)  # was ${hydra:runtime.output_dir}
+    cfg = run_config(run)
     if cfg.model.get("kind", "two_tower") != "two_tower":
         raise ConfigError(
             f"{cfg_file}: model.kind={cfg.model.kind}; recommend needs a two_tower run"

@@ -71,6 +71,11 @@ def two_runs(tmp_path_factory, tiny_model_dir, shared_cache) -> tuple[Path, Path
                 ],
             )
         train(cfg)
+        # .hydra/config.yaml is written by Hydra's app, not by compose: save it like a real run.
+        from omegaconf import OmegaConf
+
+        (root / model / ".hydra").mkdir(exist_ok=True)
+        OmegaConf.save(cfg, root / model / ".hydra" / "config.yaml")
         out.append(root / model)
     return out[0], out[1]
 
@@ -80,8 +85,27 @@ def test_per_user_means_equal_metrics_json(two_runs):
         logged = json.loads((run / "metrics.json").read_text())
         pu = per_user_metrics(run, [10, 20])
         assert len(pu) == logged["test/n_users"]
+        for name in ("ild_cat", "cat_coverage", "alpha_ndcg"):  # from the rebuilt catalogue
+            assert f"test/{name}@10" in pu.columns and f"test/{name}@10" in logged
         for col in pu.columns:
             assert pu[col].mean() == pytest.approx(logged[col], rel=1e-5, abs=1e-7), col
+
+
+def test_missing_catalogue_skips_category_metrics_with_one_warning(two_runs, tmp_path, caplog):
+    a, b = two_runs
+    c = tmp_path / "no_config"
+    shutil.copytree(b, c)
+    (c / ".hydra" / "config.yaml").unlink()  # the catalogue cannot be rebuilt
+    with caplog.at_level("WARNING"):
+        cmp = compare_runs(a, c, [10])
+    warned = [r for r in caplog.records if "cannot rebuild the catalogue" in r.getMessage()]
+    assert len(warned) == 1 and "ild_cat" in warned[0].getMessage()
+    assert "test/ild_cat@10" not in set(cmp["metric"]) and "test/ndcg@10" in set(cmp["metric"])
+    full = compare_runs(a, b, [10])
+    assert "test/ild_cat@10" in set(full["metric"])
+    assert len(full) == len(cmp) + 3  # Holm runs over every metric compared
+    smallest = full["p_t"].min() * len(full)  # Holm's first step: p_(1) * m
+    assert full["p_t_holm"].min() == pytest.approx(min(1.0, smallest))
 
 
 def test_compare_cli_writes_tables(two_runs, tmp_path, capsys):
@@ -123,3 +147,13 @@ def test_sweep_report_with_baseline(two_runs, tmp_path):
     sig = pd.read_csv(out / "significance.csv")
     assert list(sig["run"]) == ["ease"]
     assert "test/ndcg@10 p_holm" in sig.columns
+    # a category metric named in --metrics gets its paired test against the baseline too
+    out2 = tmp_path / "rep2"
+    shown = "test/ndcg@10,test/ild_cat@10,test/alpha_ndcg@10"
+    args = [str(sweep), "--baseline", str(sweep / "pop"), "--out", str(out2), "--metrics", shown]
+    assert main(args) == 0
+    sig = pd.read_csv(out2 / "significance.csv").set_index("run")
+    direct = compare_runs(sweep / "pop", sweep / "ease", [10]).set_index("metric")
+    for m in ("test/ild_cat@10", "test/alpha_ndcg@10"):
+        assert sig.loc["ease", f"{m} diff"] == pytest.approx(direct.loc[m, "diff"])
+        assert sig.loc["ease", f"{m} p_holm"] == pytest.approx(direct.loc[m, "p_t_holm"])
