@@ -56,30 +56,37 @@ def shared_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
+def compose_tiny(out: Path, tiny_model_dir: str, cache: Path, *overrides: str):
+    """A DictConfig for a tiny run writing to ``out``: TINY_OVERRIDES (less the two-tower keys
+    for a baseline, less shop_sim's size keys for another ``data=`` source) + ``overrides``."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    baseline = any(o.startswith("model=") and o != "model=two_tower" for o in overrides)
+    other_source = any(o.startswith("data=") and o != "data=shop_sim" for o in overrides)
+    drop = (TWO_TOWER_KEYS if baseline else ()) + (
+        ("data.n_",) if other_source else ()  # shop_sim's size keys
+    )
+    tiny = [o for o in TINY_OVERRIDES if not (drop and o.startswith(drop))]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return hydra_compose(
+            config_name="train",
+            overrides=[
+                *tiny,
+                f"model.encoder.pretrained={tiny_model_dir}",
+                f"paths.output_dir={out}",
+                f"paths.cache_dir={cache}",
+                *overrides,
+            ],
+        )
+
+
 @pytest.fixture
 def compose(tiny_model_dir, shared_cache, tmp_path):
     """compose(*overrides) -> a resolved-ready DictConfig for a tiny run in ``tmp_path``
     (any ``data=`` source: shop_sim's size keys are left out for the others)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
 
     def _compose(*overrides: str, cache: Path | None = None):
-        baseline = any(o.startswith("model=") and o != "model=two_tower" for o in overrides)
-        other_source = any(o.startswith("data=") and o != "data=shop_sim" for o in overrides)
-        drop = (TWO_TOWER_KEYS if baseline else ()) + (
-            ("data.n_",) if other_source else ()  # shop_sim's size keys
-        )
-        tiny = [o for o in TINY_OVERRIDES if not (drop and o.startswith(drop))]
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            return hydra_compose(
-                config_name="train",
-                overrides=[
-                    *tiny,
-                    f"model.encoder.pretrained={tiny_model_dir}",
-                    f"paths.output_dir={tmp_path / 'run'}",
-                    f"paths.cache_dir={cache or shared_cache}",
-                    *overrides,
-                ],
-            )
+        return compose_tiny(tmp_path / "run", tiny_model_dir, cache or shared_cache, *overrides)
 
     return _compose

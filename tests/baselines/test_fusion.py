@@ -12,8 +12,6 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from hydra import compose as hydra_compose
-from hydra import initialize_config_dir
 from omegaconf import OmegaConf
 
 from divrec.baselines import build_baseline
@@ -21,7 +19,7 @@ from divrec.baselines import fusion as fusion_mod
 from divrec.baselines.fusion import RunData, normalise
 from divrec.errors import ConfigError, DataError
 from divrec.run.train import train
-from tests.conftest import ROOT, TINY_OVERRIDES, TWO_TOWER_KEYS
+from tests.conftest import compose_tiny
 
 S = math.sqrt(1.5)
 # user 0 trained on item 0, user 1 on item 3
@@ -96,20 +94,7 @@ def test_alignment_by_id():
 
 # ------------------------------------------------------------------ tiny trained runs
 def _cfg(out: Path, tiny_model_dir, cache, *overrides: str):
-    baseline = any(o.startswith("model=") and o != "model=two_tower" for o in overrides)
-    tiny = [o for o in TINY_OVERRIDES if not (baseline and o.startswith(TWO_TOWER_KEYS))]
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return hydra_compose(
-            config_name="train",
-            overrides=[
-                *tiny,
-                f"model.encoder.pretrained={tiny_model_dir}",
-                f"paths.output_dir={out}",
-                f"paths.cache_dir={cache}",
-                "trainer.limit_train_batches=2",
-                *overrides,
-            ],
-        )
+    return compose_tiny(out, tiny_model_dir, cache, "trainer.limit_train_batches=2", *overrides)
 
 
 def _run(tmp_path_factory, tiny_model_dir, cache, *overrides: str) -> Path:

@@ -27,17 +27,10 @@ from divrec.models.embed_cache import (
 )
 from divrec.models.encoder import TextEncoder
 from divrec.models.fill_plan import FillPlan, fill_plan
+from tests.models.test_embed_cache import TEXTS
 
 ROOT = Path(__file__).resolve().parents[2]
-TEXTS = [  # 7 texts: an odd count, so 2 ranks get 3 and 4 rows
-    "hi",
-    "a cat sits on the mat",
-    "stock market crash today in new york and london",
-    "ok",
-    "the quick brown fox jumps over the lazy dog again and again",
-    "a kitten on a rug",
-    "x",
-]
+# TEXTS: 7 texts, an odd count, so 2 ranks get 3 and 4 rows
 
 
 @pytest.mark.parametrize("n", range(0, 12))
