@@ -81,7 +81,8 @@ def load(runs: Path) -> pd.DataFrame:
     meta = [json.loads((runs / r / "metrics.json").read_text())["meta"] for r in df["run"]]
     out = pd.DataFrame(
         {
-            "model": df["sweep"].to_numpy(),
+            # top folder = model (collect_runs names it "sweep" only when there are several)
+            "model": [r.split("/", 1)[0] for r in df["run"]],
             "rerank": df["rerank.name"].to_numpy(),
             "div": df["rerank.diversity"].astype(float).to_numpy(),
             "seed": [m["seed"] for m in meta],
